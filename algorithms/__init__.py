@@ -1,0 +1,1 @@
+"""POGO multi-actor on CORL-style offline RL algorithms."""

@@ -1,0 +1,1 @@
+"""Offline RL: the POGO chain, the base algorithms, data and evaluation."""
