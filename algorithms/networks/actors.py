@@ -1,0 +1,317 @@
+"""The four policy types of the chain; every one implements `ActorAPI` (adapters.py).
+
+All actors map (normalised) states to actions in `[-max_action, max_action]` and describe their
+noise as an explicit input: `actions_from_noise(states, z)` with `z ~ N(0, I)` of size `noise_dim`.
+That makes `sample_actions` reparameterised (differentiable) and lets the W2 module couple two
+policies through the same noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.distributions import Normal
+
+from algorithms.networks.mlp import build_mlp, create_generator
+
+LOG_STD_MIN = -20.0
+LOG_STD_MAX = 2.0
+
+
+class BaseActor(nn.Module):
+    """Shared plumbing: type flags, sampling from a private generator, numpy acting for evaluation."""
+
+    is_gaussian: bool = False
+    is_stochastic: bool = False
+    #: the shared-noise coupling is the optimal (exact W2) coupling for this family
+    exact_shared_noise: bool = False
+    #: the name `actor_configs` uses for this class
+    type_name: str = ""
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        max_action: float = 1.0,
+        hidden_dim: int = 256,
+        n_hidden: int = 2,
+    ):
+        super().__init__()
+        self.state_dim = state_dim
+        self.action_dim = action_dim
+        self.max_action = float(max_action)
+        self.hidden_dim = hidden_dim
+        self.n_hidden = n_hidden
+
+    @property
+    def noise_dim(self) -> int:
+        return self.action_dim
+
+    def actions_from_noise(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """states [B, S], noise [B, K, noise_dim] -> actions [B, K, A] (differentiable)."""
+        raise NotImplementedError
+
+    def mean_actions(self, states: torch.Tensor) -> torch.Tensor:
+        """The action at the noise's centre, differentiable: [B, S] -> [B, A]."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def deterministic_actions(self, states: torch.Tensor) -> torch.Tensor:
+        return self.mean_actions(states)  # [B, A]
+
+    def sample_actions(
+        self,
+        states: torch.Tensor,
+        K: int = 1,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """K reparameterised samples per state: [B, S] -> [B, K, A].
+
+        Noise comes from `generator` (or a fresh one seeded by `seed`), never from the global RNG.
+        """
+        if generator is None:
+            generator = create_generator(seed, states.device)
+        noise = torch.randn(
+            (states.shape[0], K, self.noise_dim),
+            generator=generator,
+            device=states.device,
+            dtype=states.dtype,
+        )  # [B, K, Z]
+        return self.actions_from_noise(states, noise)
+
+    def log_prob_actions(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no tractable log-density")
+
+    def architecture(self) -> dict:
+        """Enough to rebuild an actor of the same shape (see `build_actor`)."""
+        return {"type": self.type_name, "hidden_dim": self.hidden_dim, "n_hidden": self.n_hidden}
+
+
+class GaussianMLP(BaseActor):
+    """Diagonal Gaussian `N(mu(s), sigma)`; IQL's and AWAC's policy.
+
+    `tanh_mean=True` squashes the mean into the action box (IQL); the sample itself is not squashed,
+    so the W2 to another Gaussian has a closed form. `state_dependent_std=False` uses one learned
+    log-std vector (IQL, AWAC).
+    """
+
+    is_gaussian = True
+    is_stochastic = True
+    exact_shared_noise = True
+    type_name = "gaussian"
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        max_action: float = 1.0,
+        hidden_dim: int = 256,
+        n_hidden: int = 2,
+        tanh_mean: bool = True,
+        state_dependent_std: bool = False,
+        dropout: float | None = None,
+        log_std_min: float = LOG_STD_MIN,
+        log_std_max: float = LOG_STD_MAX,
+    ):
+        super().__init__(state_dim, action_dim, max_action, hidden_dim, n_hidden)
+        self.tanh_mean = tanh_mean
+        self.state_dependent_std = state_dependent_std
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        out_dim = 2 * action_dim if state_dependent_std else action_dim
+        self.net = build_mlp(
+            [state_dim, *([hidden_dim] * n_hidden), out_dim],
+            output_activation=None,
+            dropout=dropout,
+        )
+        if not state_dependent_std:
+            self.log_std = nn.Parameter(torch.zeros(action_dim, dtype=torch.float32))
+
+    def get_mean_std(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, S] -> mean [B, A], std [B, A], both in action units."""
+        out = self.net(states)
+        if self.state_dependent_std:
+            mean, log_std = out.chunk(2, dim=-1)
+        else:
+            mean, log_std = out, self.log_std.expand_as(out)
+        if self.tanh_mean:
+            mean = torch.tanh(mean)
+        std = torch.exp(log_std.clamp(self.log_std_min, self.log_std_max))
+        return self.max_action * mean, std
+
+    def forward(self, states: torch.Tensor) -> Normal:
+        return Normal(*self.get_mean_std(states))
+
+    def mean_actions(self, states: torch.Tensor) -> torch.Tensor:
+        return self.get_mean_std(states)[0]
+
+    def actions_from_noise(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        mean, std = self.get_mean_std(states)
+        return mean[:, None] + std[:, None] * noise  # [B, K, A]
+
+    def log_prob_actions(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self(states).log_prob(actions).sum(-1)  # [B]
+
+
+class TanhGaussianMLP(BaseActor):
+    """`a = max_action * tanh(mu(s) + sigma(s) z)`; the SAC / CQL / SAC-N / EDAC policy.
+
+    `get_mean_std` returns the pre-tanh Gaussian. `forward` returns a reparameterised sample and
+    its log-probability (with the tanh change of variables), as SAC-style trainers use it.
+    """
+
+    is_stochastic = True
+    exact_shared_noise = True
+    type_name = "tanh_gaussian"
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        max_action: float = 1.0,
+        hidden_dim: int = 256,
+        n_hidden: int = 2,
+        log_std_min: float = -5.0,
+        log_std_max: float = 2.0,
+    ):
+        super().__init__(state_dim, action_dim, max_action, hidden_dim, n_hidden)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.net = build_mlp([state_dim, *([hidden_dim] * n_hidden), 2 * action_dim])
+
+    def get_mean_std(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, S] -> pre-tanh mean [B, A], std [B, A]."""
+        mean, log_std = self.net(states).chunk(2, dim=-1)
+        std = torch.exp(log_std.clamp(self.log_std_min, self.log_std_max))
+        return mean, std
+
+    def _squash(self, pre_tanh: torch.Tensor) -> torch.Tensor:
+        return self.max_action * torch.tanh(pre_tanh)
+
+    def mean_actions(self, states: torch.Tensor) -> torch.Tensor:
+        return self._squash(self.get_mean_std(states)[0])
+
+    def actions_from_noise(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        mean, std = self.get_mean_std(states)
+        return self._squash(mean[:, None] + std[:, None] * noise)  # [B, K, A]
+
+    def _log_prob_pre_tanh(
+        self, mean: torch.Tensor, std: torch.Tensor, pre_tanh: torch.Tensor
+    ) -> torch.Tensor:
+        # log N(u) - sum log(max_action * (1 - tanh(u)^2)), the latter in a stable form
+        log_det = 2.0 * (np.log(2.0) - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))
+        log_prob = Normal(mean, std).log_prob(pre_tanh) - log_det - np.log(self.max_action)
+        return log_prob.sum(-1)
+
+    def forward(
+        self, states: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, S] -> reparameterised action [B, A], log pi(a|s) [B]."""
+        mean, std = self.get_mean_std(states)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        pre_tanh = mean + std * noise
+        return self._squash(pre_tanh), self._log_prob_pre_tanh(mean, std, pre_tanh)
+
+    def log_prob_actions(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        mean, std = self.get_mean_std(states)
+        eps = 1e-6
+        pre_tanh = torch.atanh((actions / self.max_action).clamp(-1 + eps, 1 - eps))
+        return self._log_prob_pre_tanh(mean, std, pre_tanh)  # [B]
+
+
+class StochasticMLP(BaseActor):
+    """A general noise-to-action map `a = max_action * tanh(T(s, z))`, `z ~ N(0, I_noise_dim)`.
+
+    Its density is implicit, so its W2 uses Sinkhorn (or the shared-noise upper bound).
+    """
+
+    is_stochastic = True
+    type_name = "stochastic"
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        max_action: float = 1.0,
+        hidden_dim: int = 256,
+        n_hidden: int = 2,
+        noise_dim: int | None = None,
+    ):
+        super().__init__(state_dim, action_dim, max_action, hidden_dim, n_hidden)
+        self._noise_dim = noise_dim or action_dim
+        self.net = build_mlp(
+            [state_dim + self._noise_dim, *([hidden_dim] * n_hidden), action_dim],
+            output_activation=nn.Tanh,
+        )
+
+    @property
+    def noise_dim(self) -> int:
+        return self._noise_dim
+
+    def forward(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """T(s, z): states [B, S], noise [B, Z] -> actions [B, A]."""
+        return self.max_action * self.net(torch.cat([states, noise], dim=-1))
+
+    def actions_from_noise(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        B, K, _ = noise.shape
+        flat_states = states[:, None].expand(B, K, states.shape[-1]).reshape(B * K, -1)
+        return self(flat_states, noise.reshape(B * K, -1)).reshape(B, K, self.action_dim)
+
+    def mean_actions(self, states: torch.Tensor) -> torch.Tensor:
+        """T(s, 0): the action at the noise's mode (used by `eval_mode: mean`)."""
+        return self(states, states.new_zeros(states.shape[0], self.noise_dim))
+
+    def architecture(self) -> dict:
+        return {**super().architecture(), "noise_dim": self._noise_dim}
+
+
+class DeterministicMLP(BaseActor):
+    """`a = max_action * tanh(f(s))`; TD3+BC's actor and IQL's deterministic variant."""
+
+    type_name = "deterministic"
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        max_action: float = 1.0,
+        hidden_dim: int = 256,
+        n_hidden: int = 2,
+        dropout: float | None = None,
+    ):
+        super().__init__(state_dim, action_dim, max_action, hidden_dim, n_hidden)
+        self.net = build_mlp(
+            [state_dim, *([hidden_dim] * n_hidden), action_dim],
+            output_activation=nn.Tanh,
+            dropout=dropout,
+        )
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.max_action * self.net(states)  # [B, A]
+
+    def mean_actions(self, states: torch.Tensor) -> torch.Tensor:
+        return self(states)
+
+    def actions_from_noise(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self(states)[:, None].expand(-1, noise.shape[1], -1)  # [B, K, A], noise ignored
+
+
+ACTOR_TYPES: dict[str, type[BaseActor]] = {
+    cls.type_name: cls for cls in (GaussianMLP, TanhGaussianMLP, StochasticMLP, DeterministicMLP)
+}
+
+
+def build_actor(
+    spec: dict, state_dim: int, action_dim: int, max_action: float = 1.0
+) -> BaseActor:
+    """An actor from `{"type": ..., **kwargs}` (an `actor_configs` entry or `architecture()`)."""
+    spec = dict(spec)
+    type_name = spec.pop("type", None)
+    if type_name not in ACTOR_TYPES:
+        raise ValueError(
+            f"actor_configs: unknown actor type {type_name!r}; known: {sorted(ACTOR_TYPES)}"
+        )
+    try:
+        return ACTOR_TYPES[type_name](state_dim, action_dim, max_action, **spec)
+    except TypeError as err:  # an unknown keyword for that class
+        raise ValueError(f"actor_configs: bad options {spec} for type {type_name!r}: {err}") from None
