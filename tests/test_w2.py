@@ -111,7 +111,9 @@ def test_l2_to_a_dirac_is_exact_for_a_gaussian():
     gauss = GaussianMLP(S, A, tanh_mean=False, state_dependent_std=True, hidden_dim=16)
     det = DeterministicMLP(S, A, hidden_dim=16)
     states = torch.randn(4, S)
-    est = w2_squared(gauss, det, states, "l2", K=200_000, generator=torch.Generator().manual_seed(0))
+    est = w2_squared(
+        gauss, det, states, "l2", K=200_000, generator=torch.Generator().manual_seed(0)
+    )
     mean, std = gauss.get_mean_std(states)
     expected = ((mean - det(states)) ** 2 + std**2).sum(-1)
     assert torch.allclose(est, expected, rtol=0.02)

@@ -20,7 +20,7 @@ LOG_STD_MAX = 2.0
 
 
 class BaseActor(nn.Module):
-    """Shared plumbing: type flags, sampling from a private generator, numpy acting for evaluation."""
+    """Shared plumbing: type flags, noise-driven sampling from a private generator."""
 
     is_gaussian: bool = False
     is_stochastic: bool = False
@@ -301,9 +301,7 @@ ACTOR_TYPES: dict[str, type[BaseActor]] = {
 }
 
 
-def build_actor(
-    spec: dict, state_dim: int, action_dim: int, max_action: float = 1.0
-) -> BaseActor:
+def build_actor(spec: dict, state_dim: int, action_dim: int, max_action: float = 1.0) -> BaseActor:
     """An actor from `{"type": ..., **kwargs}` (an `actor_configs` entry or `architecture()`)."""
     spec = dict(spec)
     type_name = spec.pop("type", None)
@@ -314,4 +312,6 @@ def build_actor(
     try:
         return ACTOR_TYPES[type_name](state_dim, action_dim, max_action, **spec)
     except TypeError as err:  # an unknown keyword for that class
-        raise ValueError(f"actor_configs: bad options {spec} for type {type_name!r}: {err}") from None
+        raise ValueError(
+            f"actor_configs: bad options {spec} for type {type_name!r}: {err}"
+        ) from None

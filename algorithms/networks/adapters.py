@@ -35,7 +35,7 @@ class ActorAPI(Protocol):
 
 
 class PolicyAdapter(nn.Module):
-    """Wraps an algorithm's own deterministic actor module (`module(states) -> [B, A]`) as an ActorAPI.
+    """An algorithm's own deterministic actor module (`module(states) -> [B, A]`) as an ActorAPI.
 
     For an actor class that is not one of `algorithms.networks.actors`; the wrapped module's
     parameters stay the module's own, so its optimiser and checkpoints are unchanged.

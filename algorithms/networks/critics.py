@@ -49,7 +49,9 @@ class TwinQ(nn.Module):
         self.q1 = FullyConnectedQFunction(state_dim, action_dim, hidden_dim, n_hidden)
         self.q2 = FullyConnectedQFunction(state_dim, action_dim, hidden_dim, n_hidden)
 
-    def both(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def both(
+        self, states: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.q1(states, actions), self.q2(states, actions)  # [B], [B]
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -57,7 +59,7 @@ class TwinQ(nn.Module):
 
 
 class VectorizedLinear(nn.Module):
-    """`ensemble_size` independent Linear layers applied as one batched matmul: [E, B, in] -> [E, B, out]."""
+    """`ensemble_size` Linear layers as one batched matmul: [E, B, in] -> [E, B, out]."""
 
     def __init__(self, in_features: int, out_features: int, ensemble_size: int):
         super().__init__()

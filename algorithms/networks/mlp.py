@@ -36,8 +36,10 @@ def build_mlp(
     return nn.Sequential(*layers)
 
 
-def init_module_weights(module: nn.Module, orthogonal: bool = False, last_scale: float = 1e-2) -> None:
-    """Re-initialise a stack of Linear layers (SAC-style: small last layer keeps early actions near 0).
+def init_module_weights(
+    module: nn.Module, orthogonal: bool = False, last_scale: float = 1e-2
+) -> None:
+    """Re-initialise a stack of Linear layers (SAC-style: a small last layer keeps actions near 0).
 
     `orthogonal=False` uses Xavier-uniform; the last Linear layer is scaled by `last_scale`.
     """
@@ -52,7 +54,7 @@ def init_module_weights(module: nn.Module, orthogonal: bool = False, last_scale:
 
 
 def create_generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
-    """A private random stream, so sampling never shifts the global torch RNG of other components."""
+    """A private random stream: sampling with it never shifts the global torch RNG."""
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()

@@ -38,7 +38,7 @@ def act_for_eval(
 ) -> torch.Tensor:
     """The action an evaluation episode takes: [B, S] -> [B, A].
 
-    `auto`: deterministic policies act deterministically, stochastic ones sample (the design's rule);
+    `auto`: deterministic policies act deterministically, stochastic ones sample (the design);
     `mean`: every policy acts at its mean action (CORL's convention, to compare with its tables).
     """
     if mode not in EVAL_MODES:

@@ -5,12 +5,12 @@ action distributions at each state, summed over action dimensions, as a tensor [
 averages it over states. One scale for every policy type means a `w2_weight` means the same
 thing whatever the actors are.
 
-| method         | when (auto)                          | what                                        |
-|----------------|--------------------------------------|---------------------------------------------|
-| `closed_form`  | both diagonal Gaussian               | ||mu1 - mu2||^2 + ||sigma1 - sigma2||^2       |
-| `shared_noise` | both tanh-Gaussian                   | E_z ||T1(s, z) - T2(s, z)||^2 with one z      |
-| `sinkhorn`     | both stochastic, otherwise           | debiased Sinkhorn on K samples, x2           |
-| `l2`           | at least one deterministic           | ||a1 - a2||^2 (E_z over the stochastic one)   |
+| method         | when (auto)                 | what                                      |
+|----------------|-----------------------------|-------------------------------------------|
+| `closed_form`  | both diagonal Gaussian      | ||mu1 - mu2||^2 + ||sigma1 - sigma2||^2   |
+| `shared_noise` | both tanh-Gaussian          | E_z ||T1(s, z) - T2(s, z)||^2, one z      |
+| `sinkhorn`     | both stochastic, otherwise  | debiased Sinkhorn on K samples, times 2   |
+| `l2`           | at least one deterministic  | ||a1 - a2||^2 (E_z over a stochastic one) |
 
 `shared_noise` is exact for Gaussian and tanh-Gaussian pairs: both are coordinate-wise monotone
 maps of the same standard normal, the product of 1-D monotone couplings is optimal for
