@@ -1,0 +1,231 @@
+"""The common config of every POGO run, and the parser that turns YAML + CLI into it.
+
+The parser reads `algorithm` first, then decodes the whole file and command line into that
+algorithm's `Config` (a subclass of `PogoConfig`), so an unknown key is an error, not a silent no-op.
+"""
+
+
+import dataclasses
+import difflib
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Dict, List, Optional  # pyrallis decodes typing forms only
+
+import pyrallis
+import yaml
+
+from algorithms.networks.policy_call import EVAL_MODES
+from algorithms.offline.w2 import W2_METHODS
+
+#: algorithm name -> module; each module exposes `Config` and `build(...)` (see interface.py)
+ALGORITHMS: dict[str, str] = {
+    "iql": "algorithms.offline.iql",
+    "td3_bc": "algorithms.offline.td3_bc",
+}
+ENERGY_FUNCTION_TYPES = ("q", "advantage")
+#: flags that take no value on the command line, and the config key each one sets
+CLI_FLAGS = {"--no_wandb": ("use_wandb", False), "--overwrite": ("overwrite", True)}
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message names the key."""
+
+
+@dataclass
+class PogoConfig:
+    # base algorithm of actor 0 and the critics: one of ALGORITHMS
+    algorithm: str = "iql"
+    # D4RL-style dataset name: picks the evaluation env, reference returns and output path
+    env: str = "halfcheetah-medium-v2"
+    # D4RL-format HDF5 file to train on (default: look `env` up in D4RL's dataset dirs)
+    dataset_path: Optional[str] = None
+    # gymnasium env id for evaluation (default: from `env`, e.g. Hopper-v4)
+    eval_env: Optional[str] = None
+    # random seed of the run (batches, networks, evaluation episodes)
+    seed: int = 0
+    # torch device; "auto" picks cuda when available
+    device: str = "auto"
+    # total gradient updates
+    max_timesteps: int = 1_000_000
+    # evaluate every actor (and checkpoint) every eval_freq updates
+    eval_freq: int = 5000
+    # evaluation episodes per actor
+    n_episodes: int = 10
+    # training batch size
+    batch_size: int = 256
+    # discount factor
+    discount: float = 0.99
+    # Polyak coefficient of the target networks (critics in the trainer, chain actors in the main)
+    tau: float = 0.005
+    # learning rate of every actor (actor 0 and the chain)
+    actor_lr: float = 3e-4
+    # normalise states with the dataset's mean and std
+    normalize: bool = True
+    # CORL's reward scaling for locomotion (1000 / return range)
+    normalize_reward: bool = False
+    # number of actors in the chain pi_0 -> ... -> pi_{N-1}; 1 is the base algorithm
+    num_actors: int = 3
+    # W2 weight of each actor i >= 1 (one per actor, or one value for all)
+    w2_weights: List[float] = field(default_factory=lambda: [10.0])
+    # W2^2 estimator: auto (from the policy types), closed_form, shared_noise, sinkhorn, l2
+    w2_method: str = "auto"
+    # samples per state for the sample-based W2 estimators
+    sinkhorn_K: int = 8
+    # Sinkhorn blur (entropic scale, in action units)
+    sinkhorn_blur: float = 0.05
+    # energy of actors i >= 1: q (-Q) or advantage (-(Q - V)), where the algorithm has a V
+    energy_function_type: str = "q"
+    # divide Q in the energy by mean|Q| (null: as the base algorithm's own actor loss does)
+    energy_normalize_q: Optional[bool] = None
+    # per chain actor {type: gaussian|tanh_gaussian|stochastic|deterministic, ...} (null: actor 0's)
+    actor_configs: Optional[List[Dict[str, Any]]] = None
+    # evaluation actions: auto (stochastic actors sample) or mean (CORL's convention)
+    eval_mode: str = "auto"
+    # log to Weights & Biases (local logs are written either way)
+    use_wandb: bool = True
+    # wandb project, group and run name
+    project: str = "POGO"
+    group: str = "pogo-multi"
+    name: str = "pogo"
+    # run outputs go to <output_dir>/<algorithm>/<env>/<task>/seed_<seed>/
+    output_dir: str = "results"
+    # write the training losses every log_freq updates
+    log_freq: int = 1000
+    # replace the outputs of an earlier run in the same directory
+    overwrite: bool = False
+
+    def check(self) -> None:
+        """Range and consistency checks; each failure names its key."""
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"algorithm: unknown {self.algorithm!r}; known: {sorted(ALGORITHMS)}")
+        positive = ("max_timesteps", "eval_freq", "n_episodes", "batch_size", "num_actors")
+        positive += ("sinkhorn_K", "log_freq")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("tau", "discount"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{key}: must be in [0, 1], got {getattr(self, key)}")
+        if self.sinkhorn_blur <= 0:
+            raise ConfigError(f"sinkhorn_blur: must be > 0, got {self.sinkhorn_blur}")
+        n_chain = self.num_actors - 1
+        if len(self.w2_weights) == 1 and n_chain > 1:
+            self.w2_weights = self.w2_weights * n_chain
+        if n_chain > 0 and len(self.w2_weights) != n_chain:
+            raise ConfigError(
+                f"w2_weights: {len(self.w2_weights)} values for num_actors={self.num_actors}; "
+                f"give {n_chain} (one per actor i >= 1) or a single value"
+            )
+        if any(w < 0 for w in self.w2_weights):
+            raise ConfigError(f"w2_weights: must be >= 0, got {self.w2_weights}")
+        if self.actor_configs is not None and len(self.actor_configs) != n_chain:
+            raise ConfigError(
+                f"actor_configs: {len(self.actor_configs)} entries for num_actors="
+                f"{self.num_actors}; give {n_chain} (one per actor i >= 1) or null"
+            )
+        choices = {
+            "w2_method": W2_METHODS,
+            "energy_function_type": ENERGY_FUNCTION_TYPES,
+            "eval_mode": EVAL_MODES,
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key}: must be one of {allowed}, got {getattr(self, key)!r}")
+
+
+def load_algorithm(name: str) -> ModuleType:
+    """The module of a base algorithm (`Config`, `build`)."""
+    if name not in ALGORITHMS:
+        raise ConfigError(f"algorithm: unknown {name!r}; known: {sorted(ALGORITHMS)}")
+    return importlib.import_module(ALGORITHMS[name])
+
+
+def _parse_cli(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
+    """`--config_path P --key value --key=value --no_wandb` -> (P, {key: value})."""
+    config_path, values = None, {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in CLI_FLAGS:
+            key, value = CLI_FLAGS[arg]
+            values[key] = value
+            i += 1
+            continue
+        if not arg.startswith("--"):
+            raise ConfigError(f"command line: expected --key value, got {arg!r}")
+        if "=" in arg:
+            key, raw = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(argv):
+                raise ConfigError(f"command line: {arg} needs a value")
+            key, raw = arg[2:], argv[i + 1]
+            i += 2
+        if key == "config_path":
+            config_path = raw
+        else:
+            values[key] = yaml.safe_load(raw) if raw != "" else ""
+    return config_path, values
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config_path: no such file {path}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def _check_keys(cls: type, values: dict[str, Any], source: str) -> None:
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"{source}: unknown config key {key!r} for {cls.__module__}{hint}")
+
+
+def parse_config(argv: list[str] | None = None) -> PogoConfig:
+    """YAML file (`--config_path`) overridden by `--key value` pairs -> the algorithm's Config."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    config_path, cli = _parse_cli(argv)
+    from_file = _read_yaml(config_path) if config_path else {}
+    algorithm = cli.get("algorithm", from_file.get("algorithm", PogoConfig.algorithm))
+    cls = load_algorithm(algorithm).Config
+    _check_keys(cls, from_file, config_path or "")
+    _check_keys(cls, cli, "command line")
+    values = {**from_file, **cli}
+    if isinstance(values.get("w2_weights"), (int, float)):
+        values["w2_weights"] = [values["w2_weights"]]
+    try:
+        config = pyrallis.decode(cls, values)
+    except Exception as err:  # pyrallis wraps the offending field and value in its message
+        raise ConfigError(_decode_error_line(err)) from None
+    config.check()
+    return config
+
+
+def _decode_error_line(err: Exception) -> str:
+    text = str(err)
+    head = text.splitlines()[0] if text else type(err).__name__
+    if 'field "' in head:  # pyrallis: Failed when parsing value='x' into field "<cls>.key" of type T
+        key = head.split('field "', 1)[1].split('"', 1)[0].rsplit(".", 1)[-1]
+        value = head.split("value=", 1)[1].split(" into", 1)[0] if "value=" in head else "?"
+        type_ = head.rsplit("of type ", 1)[-1].rstrip(".")
+        return f"{key}: cannot read {value} as {type_}"
+    return f"config: {head}"
+
+
+def dump_config(config: PogoConfig, path: Path) -> None:
+    """The resolved config, as YAML that `--config_path` reads back."""
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
