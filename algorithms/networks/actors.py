@@ -69,9 +69,10 @@ class BaseActor(nn.Module):
     ) -> torch.Tensor:
         """K reparameterised samples per state: [B, S] -> [B, K, A].
 
-        Noise comes from `generator` (or a fresh one seeded by `seed`), never from the global RNG.
+        Noise comes from `generator`, else a fresh generator seeded by `seed`, else torch's
+        global RNG (which the chain and evaluation swap for their own streams).
         """
-        if generator is None:
+        if generator is None and seed is not None:
             generator = create_generator(seed, states.device)
         noise = torch.randn(
             (states.shape[0], K, self.noise_dim),

@@ -1,9 +1,8 @@
 """The common config of every POGO run, and the parser that turns YAML + CLI into it.
 
 The parser reads `algorithm` first, then decodes the whole file and command line into that
-algorithm's `Config` (a subclass of `PogoConfig`), so an unknown key is an error, not a silent no-op.
+algorithm's `Config` (a subclass of `PogoConfig`): an unknown key is an error, not a no-op.
 """
-
 
 import dataclasses
 import difflib
@@ -218,7 +217,9 @@ def parse_config(argv: list[str] | None = None) -> PogoConfig:
 def _decode_error_line(err: Exception) -> str:
     text = str(err)
     head = text.splitlines()[0] if text else type(err).__name__
-    if 'field "' in head:  # pyrallis: Failed when parsing value='x' into field "<cls>.key" of type T
+    if (
+        'field "' in head
+    ):  # pyrallis: Failed when parsing value='x' into field "<cls>.key" of type T
         key = head.split('field "', 1)[1].split('"', 1)[0].rsplit(".", 1)[-1]
         value = head.split("value=", 1)[1].split(" into", 1)[0] if "value=" in head else "?"
         type_ = head.rsplit("of type ", 1)[-1].rstrip(".")

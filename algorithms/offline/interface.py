@@ -1,0 +1,59 @@
+"""What every algorithm file presents to the chain (`pogo_multi_main.py`).
+
+An algorithm module exposes:
+  * `Config`: a dataclass extending `PogoConfig` with the algorithm's own hyperparameters
+    (CORL's names and defaults);
+  * `build(config, state_dim, action_dim, max_action, device) -> Trainer`.
+
+The main never branches on the algorithm's name: it only uses the `Trainer` protocol below.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from algorithms.networks.actors import BaseActor
+
+TensorBatch = list[
+    torch.Tensor
+]  # states [B, S], actions [B, A], rewards [B], next [B, S], dones [B]
+
+
+class Trainer(Protocol):
+    #: actor 0, trained by the base algorithm's own loss inside `train`
+    actor: BaseActor
+    #: the chain steps when `total_it % policy_freq == 0` (the base algorithm's actor delay)
+    policy_freq: int
+    #: updates done so far (incremented by `train`)
+    total_it: int
+
+    def train(self, batch: TensorBatch) -> dict[str, float]:
+        """One update of critics (V, Q) and actor 0, exactly as the base algorithm; a flat log."""
+        ...
+
+    def compute_energy_function(self, actor: BaseActor, states: torch.Tensor) -> torch.Tensor:
+        """The energy E(pi) per state [B] that actors i >= 1 minimise; differentiable in `actor`."""
+        ...
+
+    def make_actor_optimizer(
+        self, actor: BaseActor
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+        """The optimiser (and schedule) the base algorithm gives its own actor, for chain actors."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
+def q_energy(q: torch.Tensor, normalize: bool, scale: float = 1.0) -> torch.Tensor:
+    """`-Q` per state, or `-scale * Q / mean|Q|` (TD3+BC's and ReBRAC's normalisation), [B] -> [B].
+
+    Normalising makes the energy O(scale) whatever the reward scale, which fixes the scale on
+    which `w2_weights` act.
+    """
+    if normalize:
+        return -scale * q / q.abs().mean().detach()
+    return -q

@@ -1,0 +1,269 @@
+"""POGO multi-actor: a JKO chain of policies on top of an offline RL algorithm.
+
+    pi_0 -> pi_1 -> ... -> pi_{N-1}
+
+* Actor 0 and the critics are the base algorithm's (IQL, TD3+BC, ...), trained by its own
+  `trainer.train(batch)`, unchanged: the critics only ever see actor 0.
+* Every `policy_freq` updates, each actor i >= 1 takes one step on
+
+      L_i = E[ energy_i(s) ] + w_i * E[ W2^2(pi_i(.|s), stopgrad pi_{i-1}(.|s)) ]
+
+  where the energy comes from the algorithm file (`compute_energy_function`, e.g. -Q(s, pi(s)))
+  and W2^2 from `w2.py` (an estimator chosen from the policy types, one scale for all of them).
+  This is one JKO step per update: pi_i is the proximal point of the energy from pi_{i-1}.
+* `num_actors: 1` is the base algorithm, number for number.
+
+Run: python -m algorithms.offline.pogo_multi_main --config_path configs/offline/pogo_multi/...yaml
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from algorithms.networks.actors import BaseActor, build_actor
+from algorithms.offline.config import PogoConfig, load_algorithm, parse_config
+from algorithms.offline.data import (
+    check_dims,
+    compute_mean_std,
+    load_dataset,
+    modify_reward,
+    normalize_states,
+)
+from algorithms.offline.envs import eval_env_id, make_env, normalized_score, parse_d4rl_name
+from algorithms.offline.interface import Trainer
+from algorithms.offline.run_io import RunLogger, init_wandb, prepare_run_dir, save_checkpoint
+from algorithms.offline.utils_pytorch import (
+    RandomStream,
+    ReplayBuffer,
+    evaluate_actors,
+    resolve_device,
+    set_seed,
+    soft_update,
+)
+from algorithms.offline.w2 import resolve_w2_method, w2_squared
+
+# offsets that give each random stream of a run its own seed
+CHAIN_STREAM, BATCH_STREAM = 1_000_003, 2_000_003
+
+
+class ActorChain:
+    """Actors 1..N-1, their optimisers and Polyak targets; actor 0 stays the trainer's."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        config: PogoConfig,
+        state_dim: int,
+        action_dim: int,
+        max_action: float,
+        device: str,
+    ):
+        self.trainer = trainer
+        self.config = config
+        # the chain's own random stream: building actors, policy noise, W2 noise
+        self.stream = RandomStream(config.seed + CHAIN_STREAM, device)
+        actor0 = trainer.actor
+        self.actors: list[BaseActor] = [actor0]
+        with self.stream:
+            for i in range(1, config.num_actors):
+                if config.actor_configs is None:  # actor 0's type and initial weights
+                    actor = copy.deepcopy(actor0)
+                else:
+                    spec = config.actor_configs[i - 1]
+                    actor = build_actor(spec, state_dim, action_dim, max_action).to(device)
+                self.actors.append(actor)
+        self.chain = self.actors[1:]
+        self.targets = [copy.deepcopy(a).requires_grad_(False) for a in self.chain]
+        optimizers = [trainer.make_actor_optimizer(a) for a in self.chain]
+        self.optimizers = [opt for opt, _ in optimizers]
+        self.schedulers = [sched for _, sched in optimizers]
+        self.weights = list(config.w2_weights[: len(self.chain)])
+        self.w2_methods = [
+            resolve_w2_method(self.actors[i], self.actors[i - 1], config.w2_method)
+            for i in range(1, len(self.actors))
+        ]
+        self.params = [p for a in self.chain for p in a.parameters()]
+
+    def update(self, states: torch.Tensor) -> dict[str, float]:
+        """One JKO step for every actor i >= 1 on the same batch of states [B, S].
+
+        Each loss sees its predecessor as it is now (detached), so the N-1 steps are independent
+        and take one backward pass; gradients go to the chain's parameters only (not the critic).
+        """
+        c = self.config
+        log: dict[str, float] = {}
+        total = 0.0
+        with self.stream:
+            for i, actor in enumerate(self.chain, start=1):
+                energy = self.trainer.compute_energy_function(actor, states).mean()
+                w2 = w2_squared(
+                    actor,
+                    self.actors[i - 1],
+                    states,
+                    self.w2_methods[i - 1],
+                    K=c.sinkhorn_K,
+                    blur=c.sinkhorn_blur,
+                ).mean()
+                loss = energy + self.weights[i - 1] * w2
+                total = total + loss
+                log[f"chain/energy_{i}"] = energy.item()
+                log[f"chain/w2_{i}"] = w2.item()
+                log[f"chain/loss_{i}"] = loss.item()
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+            total.backward(inputs=self.params)
+        for opt, sched in zip(self.optimizers, self.schedulers):
+            opt.step()
+            if sched is not None:
+                sched.step()
+        for target, actor in zip(self.targets, self.chain):
+            soft_update(target, actor, c.tau)
+        return log
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actors": [a.state_dict() for a in self.chain],
+            "targets": [t.state_dict() for t in self.targets],
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() if s is not None else None for s in self.schedulers],
+            "stream": self.stream.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for i, actor in enumerate(self.chain):
+            actor.load_state_dict(state["actors"][i])
+            self.targets[i].load_state_dict(state["targets"][i])
+            self.optimizers[i].load_state_dict(state["optimizers"][i])
+            if self.schedulers[i] is not None:
+                self.schedulers[i].load_state_dict(state["schedulers"][i])
+        self.stream.load_state_dict(state["stream"])
+
+
+def load_data(config: PogoConfig, obs_dim: int, action_dim: int, env_id: str):
+    """The training set (normalised), and the state statistics evaluation needs."""
+    dataset = load_dataset(config.env, config.dataset_path)
+    source = config.dataset_path or config.env
+    check_dims(dataset, obs_dim, action_dim, source, env_id)
+    if config.normalize_reward:
+        modify_reward(dataset, config.env)
+    if config.normalize:
+        mean, std = compute_mean_std(dataset["observations"], eps=1e-3)
+    else:
+        mean, std = np.zeros(obs_dim), np.ones(obs_dim)
+    for key in ("observations", "next_observations"):
+        dataset[key] = normalize_states(dataset[key], mean, std)
+    return dataset, mean, std
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a run needs, built and checked before the first update."""
+
+    config: PogoConfig
+    trainer: Trainer
+    chain: ActorChain
+    buffer: ReplayBuffer
+    logger: RunLogger
+    root: Path
+    env_id: str
+    family: str
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    device: str
+
+
+def setup(config: PogoConfig) -> Run:
+    """Data, networks, outputs; every bad input fails here, before any training or writing."""
+    algorithm = load_algorithm(config.algorithm)
+    device = resolve_device(config.device)
+    family = parse_d4rl_name(config.env).family
+    env_id = eval_env_id(config.env, config.eval_env)
+    env = make_env(env_id)
+    obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    max_action = float(env.action_space.high[0])
+    env.close()
+    dataset, state_mean, state_std = load_data(config, obs_dim, action_dim, env_id)
+
+    set_seed(config.seed)  # the base algorithm's stream: its networks, its own noise
+    trainer = algorithm.build(config, obs_dim, action_dim, max_action, device)
+    chain = ActorChain(trainer, config, obs_dim, action_dim, max_action, device)
+    buffer = ReplayBuffer(dataset, device, seed=config.seed + BATCH_STREAM)
+
+    root = prepare_run_dir(config)
+    logger = RunLogger(root, config, init_wandb(config) if config.use_wandb else None)
+    return Run(
+        config, trainer, chain, buffer, logger, root, env_id, family, state_mean, state_std, device
+    )
+
+
+def train(run: Run) -> Path:
+    """The training loop; returns the run directory (logs/eval.csv, checkpoints/)."""
+    config, trainer, chain = run.config, run.trainer, run.chain
+    print(
+        f"POGO {config.algorithm} on {config.env}: {run.buffer.size} transitions, eval on "
+        f"{run.env_id}, {config.num_actors} actors, W2 {chain.w2_methods}, outputs in {run.root}"
+    )
+    for t in range(1, config.max_timesteps + 1):
+        batch = run.buffer.sample(config.batch_size)
+        log = trainer.train(batch)
+        if chain.chain and trainer.total_it % trainer.policy_freq == 0:
+            log.update(chain.update(batch[0]))
+        if t % config.log_freq == 0:
+            run.logger.log_train(t, log)
+        if t % config.eval_freq == 0 or t == config.max_timesteps:
+            evaluate(run, t)
+    run.logger.close()
+    return run.root
+
+
+def evaluate(run: Run, step: int) -> None:
+    """Evaluate every actor of the chain on the same episodes, log, and checkpoint."""
+    config = run.config
+    returns = evaluate_actors(
+        run.chain.actors,
+        run.env_id,
+        config.n_episodes,
+        config.seed,
+        run.state_mean,
+        run.state_std,
+        config.eval_mode,
+        run.device,
+    )
+    scores = normalized_score(run.family, returns)  # [n_actors, n_episodes]
+    run.logger.log_eval(step, returns, scores)
+    print(
+        f"step {step}: "
+        + "  ".join(f"actor {i}: {s.mean():.1f} +- {s.std():.1f}" for i, s in enumerate(scores))
+    )
+    save_checkpoint(
+        run.root / "checkpoints" / "checkpoint.pt",
+        {
+            "step": step,
+            "trainer": run.trainer.state_dict(),
+            "chain": run.chain.state_dict(),
+            "buffer": run.buffer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "state_mean": run.state_mean,
+            "state_std": run.state_std,
+            "config": dataclasses.asdict(config),
+        },
+    )
+
+
+def main(argv: list[str] | None = None) -> Path:
+    try:
+        run = setup(parse_config(argv))
+    except ValueError as err:  # ConfigError, DatasetError, a bad env name: one line, no trace
+        sys.exit(f"error: {err}")
+    return train(run)
+
+
+if __name__ == "__main__":
+    main()

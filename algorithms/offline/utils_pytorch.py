@@ -1,0 +1,169 @@
+"""PyTorch utilities shared by every algorithm: seeding, targets, the replay buffer, evaluation."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from algorithms.networks.adapters import ActorAPI
+from algorithms.networks.policy_call import act_for_eval
+from algorithms.offline.envs import make_env
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and the global torch RNG (the stream the base algorithm uses)."""
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging: target <- (1 - tau) target + tau source."""
+    for t, s in zip(target.parameters(), source.parameters()):
+        t.mul_(1.0 - tau).add_(s, alpha=tau)
+
+
+class RandomStream:
+    """A private stream of torch's global RNG: code inside `with stream:` draws from it.
+
+    The chain and evaluation run inside their own streams, so whatever they sample (policy
+    noise, W2 noise, new networks) leaves the base algorithm's random numbers exactly as they
+    would be without them: actor 0 and the critics do not depend on `num_actors`.
+    """
+
+    def __init__(self, seed: int, device: str):
+        self.cuda = torch.device(device).type == "cuda"
+        with torch.random.fork_rng(devices=self._devices()):
+            torch.manual_seed(seed)
+            self._state = self._get()
+
+    def _devices(self) -> list:
+        return [torch.cuda.current_device()] if self.cuda else []
+
+    def _get(self) -> tuple:
+        return (torch.get_rng_state(), torch.cuda.get_rng_state() if self.cuda else None)
+
+    def _set(self, state: tuple) -> None:
+        torch.set_rng_state(state[0])
+        if self.cuda:
+            torch.cuda.set_rng_state(state[1])
+
+    def __enter__(self) -> RandomStream:
+        self._outer = self._get()
+        self._set(self._state)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._state = self._get()
+        self._set(self._outer)
+
+    def state_dict(self) -> dict:
+        return {"cpu": self._state[0], "cuda": self._state[1]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._state = (state["cpu"], state["cuda"])
+
+
+class ReplayBuffer:
+    """The whole offline dataset as tensors on the training device; sampling never leaves it.
+
+    Batches are drawn with a private generator so that the base update and the chain, which use
+    other streams, cannot shift which transitions are sampled.
+    """
+
+    def __init__(self, dataset: dict[str, np.ndarray], device: str, seed: int):
+        def as_tensor(key: str) -> torch.Tensor:
+            return torch.as_tensor(dataset[key], dtype=torch.float32, device=device)
+
+        self.states = as_tensor("observations")  # [N, S]
+        self.actions = as_tensor("actions")  # [N, A]
+        self.rewards = as_tensor("rewards").reshape(-1)  # [N]
+        self.next_states = as_tensor("next_observations")  # [N, S]
+        self.dones = as_tensor("terminals").reshape(-1)  # [N]
+        self.size = self.states.shape[0]
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def sample(self, batch_size: int) -> list[torch.Tensor]:
+        idx = torch.randint(
+            0, self.size, (batch_size,), generator=self.generator, device=self.states.device
+        )  # [B]
+        return [
+            self.states[idx],
+            self.actions[idx],
+            self.rewards[idx],
+            self.next_states[idx],
+            self.dones[idx],
+        ]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+@torch.no_grad()
+def evaluate_actors(
+    actors: list[ActorAPI],
+    env_id: str,
+    n_episodes: int,
+    seed: int,
+    state_mean: np.ndarray,
+    state_std: np.ndarray,
+    mode: str,
+    device: str,
+) -> np.ndarray:
+    """Undiscounted returns of every actor, [n_actors, n_episodes].
+
+    All actors play the same episodes (episode j resets with `seed + j`), in lockstep: one
+    batched forward per actor per step. Stochastic actions come from a stream seeded by `seed`,
+    so evaluation never touches the training RNG and is repeatable.
+    """
+    stream = RandomStream(seed, device)
+    n_actors = len(actors)
+    envs = [[make_env(env_id) for _ in range(n_episodes)] for _ in range(n_actors)]
+    obs = np.stack(
+        [np.stack([env.reset(seed=seed + j)[0] for j, env in enumerate(row)]) for row in envs]
+    )  # [n_actors, n_episodes, S]
+    low, high = envs[0][0].action_space.low, envs[0][0].action_space.high
+    returns = np.zeros((n_actors, n_episodes))
+    alive = np.ones((n_actors, n_episodes), dtype=bool)
+    training = [getattr(a, "training", False) for a in actors]
+    for actor in actors:
+        actor.eval()
+    while alive.any():
+        for i, actor in enumerate(actors):
+            live = np.flatnonzero(alive[i])
+            if live.size == 0:
+                continue
+            states = torch.as_tensor(
+                (obs[i, live] - state_mean) / state_std, dtype=torch.float32, device=device
+            )  # [n_live, S]
+            with stream:
+                actions = act_for_eval(actor, states, mode).cpu().numpy()  # [n_live, A]
+            actions = np.clip(actions, low, high)  # Gaussian samples can leave the box
+            for j, action in zip(live, actions):
+                next_obs, reward, terminated, truncated, _ = envs[i][j].step(action)
+                returns[i, j] += reward
+                obs[i, j] = next_obs
+                if terminated or truncated:
+                    alive[i, j] = False
+    for actor, was_training in zip(actors, training):
+        actor.train(was_training)
+    for row in envs:
+        for env in row:
+            env.close()
+    return returns
