@@ -44,6 +44,7 @@ class TD3_BC:
         max_action: float,
         device: str,
     ):
+        self.config = config
         self.actor = actor
         self.actor_target = copy.deepcopy(actor).requires_grad_(False)
         self.actor_optimizer, _ = self.make_actor_optimizer(actor)
@@ -52,7 +53,6 @@ class TD3_BC:
         self.critic_2_target = copy.deepcopy(critic_2).requires_grad_(False)
         self.critic_1_optimizer = torch.optim.Adam(critic_1.parameters(), lr=config.critic_lr)
         self.critic_2_optimizer = torch.optim.Adam(critic_2.parameters(), lr=config.critic_lr)
-        self.config = config
         self.max_action = max_action
         self.policy_freq = config.policy_freq
         self.total_it = 0

@@ -129,10 +129,11 @@ def evaluate_actors(
     """Undiscounted returns of every actor, [n_actors, n_episodes].
 
     All actors play the same episodes (episode j resets with `seed + j`), in lockstep: one
-    batched forward per actor per step. Stochastic actions come from a stream seeded by `seed`,
-    so evaluation never touches the training RNG and is repeatable.
+    batched forward per actor per step. Each actor samples from its own stream seeded by
+    `seed` (common random numbers): evaluation never touches the training RNG, and an actor's
+    score does not depend on how many actors are evaluated beside it.
     """
-    stream = RandomStream(seed, device)
+    streams = [RandomStream(seed, device) for _ in actors]
     n_actors = len(actors)
     envs = [[make_env(env_id) for _ in range(n_episodes)] for _ in range(n_actors)]
     obs = np.stack(
@@ -152,7 +153,7 @@ def evaluate_actors(
             states = torch.as_tensor(
                 (obs[i, live] - state_mean) / state_std, dtype=torch.float32, device=device
             )  # [n_live, S]
-            with stream:
+            with streams[i]:
                 actions = act_for_eval(actor, states, mode).cpu().numpy()  # [n_live, A]
             actions = np.clip(actions, low, high)  # Gaussian samples can leave the box
             for j, action in zip(live, actions):

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny synthetic D4RL-layout datasets for Hopper-v4's sizes."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tests run beside other jobs on 2 cores
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+HOPPER_OBS, HOPPER_ACT = 11, 3
+
+
+def write_synthetic_d4rl(path, n: int = 600, episode_len: int = 100, seed: int = 0) -> None:
+    """Random transitions in D4RL's layout: a timeout every `episode_len` rows, a few terminals."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, HOPPER_OBS)).astype(np.float32)
+    timeouts = np.zeros(n, dtype=bool)
+    timeouts[episode_len - 1 :: episode_len] = True
+    terminals = np.zeros(n, dtype=bool)
+    terminals[rng.choice(n, size=5, replace=False)] = True
+    terminals &= ~timeouts
+    with h5py.File(path, "w") as f:
+        f["observations"] = obs
+        f["actions"] = rng.uniform(-1, 1, size=(n, HOPPER_ACT)).astype(np.float32)
+        f["rewards"] = rng.normal(size=n).astype(np.float32)
+        f["next_observations"] = np.roll(obs, -1, axis=0)
+        f["terminals"] = terminals
+        f["timeouts"] = timeouts
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "hopper_synthetic.hdf5"
+    write_synthetic_d4rl(path)
+    return path
+
+
+@pytest.fixture
+def tiny_run_args(synthetic_dataset, tmp_path):
+    """CLI arguments for a few-second run of the main on the synthetic dataset."""
+
+    def make(algorithm: str, num_actors: int, **extra) -> list[str]:
+        args = {
+            "algorithm": algorithm,
+            "env": "hopper-medium-v2",
+            "dataset_path": str(synthetic_dataset),
+            "device": "cpu",
+            "num_actors": num_actors,
+            "max_timesteps": 20,
+            "eval_freq": 10,
+            "log_freq": 5,
+            "n_episodes": 2,
+            "batch_size": 32,
+            "output_dir": str(tmp_path / "results"),
+            **extra,
+        }
+        argv = []
+        for key, value in args.items():
+            argv += [f"--{key}", str(value)]
+        return argv + ["--no_wandb"]
+
+    return make
