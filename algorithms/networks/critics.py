@@ -69,8 +69,8 @@ class VectorizedLinear(nn.Module):
 
     def reset_parameters(self) -> None:
         # the default nn.Linear initialisation, member by member
-        for w in self.weight:
-            nn.init.kaiming_uniform_(w.T, a=math.sqrt(5))
+        for e in range(self.weight.shape[0]):
+            nn.init.kaiming_uniform_(self.weight[e].T, a=math.sqrt(5))  # [out, in] as nn.Linear
         bound = 1 / math.sqrt(self.weight.shape[1])
         nn.init.uniform_(self.bias, -bound, bound)
 

@@ -1,0 +1,72 @@
+"""Config parsing: YAML + CLI, and a one-line error naming the key for every bad input."""
+
+import pytest
+
+from algorithms.offline.config import ConfigError, parse_config
+from algorithms.offline.run_io import init_wandb
+
+
+def _yaml(tmp_path, text: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_yaml_then_cli_override(tmp_path):
+    path = _yaml(tmp_path, "algorithm: td3_bc\nenv: hopper-medium-v2\nalpha: 5.0\nseed: 3\n")
+    config = parse_config(["--config_path", path, "--seed", "7", "--w2_weights", "[1, 2]"])
+    assert type(config).__module__ == "algorithms.offline.td3_bc"
+    assert (config.alpha, config.seed, config.w2_weights) == (5.0, 7, [1.0, 2.0])
+    assert config.use_wandb is True
+    assert parse_config(["--config_path", path, "--no_wandb"]).use_wandb is False
+
+
+def test_scalar_w2_weight_applies_to_every_chain_actor():
+    config = parse_config(["--num_actors", "4", "--w2_weights", "50"])
+    assert config.w2_weights == [50.0, 50.0, 50.0]
+
+
+def test_actor_configs_from_cli():
+    config = parse_config(["--actor_configs", "[{type: stochastic}, {type: gaussian}]"])
+    assert config.actor_configs == [{"type": "stochastic"}, {"type": "gaussian"}]
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("algorithm: iql\nbetta: 3.0\n", r"unknown config key 'betta'.*did you mean 'beta'"),
+        ("algorithm: iql\nalpha: 2.5\n", r"unknown config key 'alpha'"),  # a td3_bc key
+        ("algorithm: sac\n", r"algorithm: unknown 'sac'; known: \['iql', 'td3_bc'\]"),
+        ("seed: abc\n", r"seed: cannot read 'abc' as"),
+        ("num_actors: 3\nw2_weights: [1, 2, 3]\n", r"w2_weights: 3 values for num_actors=3"),
+        ("num_actors: 0\n", r"num_actors: must be >= 1"),
+        ("w2_weights: [-1.0]\n", r"w2_weights: must be >= 0"),
+        ("sinkhorn_K: 0\n", r"sinkhorn_K: must be >= 1"),
+        ("w2_method: emd\n", r"w2_method: must be one of"),
+        ("eval_mode: greedy\n", r"eval_mode: must be one of"),
+        ("num_actors: 3\nactor_configs: [{type: gaussian}]\n", r"actor_configs: 1 entries"),
+        ("- a\n- b\n", r"must be a mapping of config keys"),
+    ],
+)
+def test_bad_config_fails_with_the_key_named(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        parse_config(["--config_path", _yaml(tmp_path, text)])
+    assert "\n" not in str(err.value)
+
+
+def test_bad_cli_key_and_missing_file():
+    with pytest.raises(
+        ConfigError, match=r"command line: unknown config key 'num_actor'.*'num_actors'"
+    ):
+        parse_config(["--num_actor", "3"])
+    with pytest.raises(ConfigError, match=r"config_path: no such file nowhere.yaml"):
+        parse_config(["--config_path", "nowhere.yaml"])
+
+
+def test_wandb_without_account_names_the_ways_out(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    with pytest.raises(ConfigError, match=r"--no_wandb.*WANDB_MODE=offline"):
+        init_wandb(parse_config([]))
