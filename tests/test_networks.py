@@ -17,6 +17,7 @@ from algorithms.networks import (
     act_for_eval,
     build_actor,
     get_action,
+    init_module_weights,
 )
 
 S, A, B, K = 5, 2, 4, 3
@@ -133,3 +134,15 @@ def test_ensemble_critic_equals_its_members():
         assert torch.allclose(out[e], h.squeeze(-1), atol=1e-6)
     # each member starts as nn.Linear would: weights bounded by 1/sqrt(fan_in)
     assert layers[0].weight.abs().max() <= 1 / math.sqrt(S + A)
+
+
+def test_init_module_weights_scales_the_last_layer_and_zeros_biases():
+    torch.manual_seed(0)
+    net = DeterministicMLP(S, A, hidden_dim=64).net
+    init_module_weights(net, last_scale=1e-3)
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    assert all(torch.count_nonzero(m.bias) == 0 for m in linears)
+    # Xavier-uniform bound sqrt(6 / (fan_in + fan_out)) times the gain
+    assert linears[0].weight.abs().max() <= math.sqrt(6 / (S + 64))
+    assert linears[-1].weight.abs().max() <= 1e-3 * math.sqrt(6 / (64 + A))
+    assert linears[0].weight.abs().max() > 0.5 * math.sqrt(6 / (S + 64))

@@ -38,7 +38,13 @@ from algorithms.offline.data import (
 )
 from algorithms.offline.envs import eval_env_id, make_env, normalized_score, parse_d4rl_name
 from algorithms.offline.interface import Trainer
-from algorithms.offline.run_io import RunLogger, init_wandb, prepare_run_dir, save_checkpoint
+from algorithms.offline.run_io import (
+    RunLogger,
+    check_run_dir,
+    init_wandb,
+    prepare_run_dir,
+    save_checkpoint,
+)
 from algorithms.offline.utils_pytorch import (
     RandomStream,
     ReplayBuffer,
@@ -196,8 +202,10 @@ def setup(config: PogoConfig) -> Run:
     chain = ActorChain(trainer, config, obs_dim, action_dim, max_action, device)
     buffer = ReplayBuffer(dataset, device, seed=config.seed + BATCH_STREAM)
 
+    check_run_dir(config)  # fail before wandb starts or anything is written
+    wandb_run = init_wandb(config) if config.use_wandb else None
     root = prepare_run_dir(config)
-    logger = RunLogger(root, config, init_wandb(config) if config.use_wandb else None)
+    logger = RunLogger(root, config, wandb_run)
     return Run(
         config, trainer, chain, buffer, logger, root, env_id, family, state_mean, state_std, device
     )

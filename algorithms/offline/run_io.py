@@ -36,15 +36,21 @@ def run_dir(config: PogoConfig) -> Path:
     )
 
 
-def prepare_run_dir(config: PogoConfig) -> Path:
-    """Create the run's directories; refuse to mix two runs' outputs unless `overwrite`."""
+def check_run_dir(config: PogoConfig) -> Path:
+    """Refuse to mix two runs' outputs unless `overwrite`; writes nothing."""
     root = run_dir(config)
+    if (root / "logs" / "eval.csv").exists() and not config.overwrite:
+        raise ConfigError(
+            f"output_dir: {root} already holds a run; pass --overwrite to replace it "
+            "or choose another output_dir/seed"
+        )
+    return root
+
+
+def prepare_run_dir(config: PogoConfig) -> Path:
+    """Create the run's directories (after `check_run_dir`), clearing an overwritten run."""
+    root = check_run_dir(config)
     if (root / "logs" / "eval.csv").exists():
-        if not config.overwrite:
-            raise ConfigError(
-                f"output_dir: {root} already holds a run; pass --overwrite to replace it "
-                "or choose another output_dir/seed"
-            )
         shutil.rmtree(root / "logs")
         shutil.rmtree(root / "checkpoints", ignore_errors=True)
     (root / "logs").mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ import functools
 import torch
 
 from algorithms.networks.adapters import ActorAPI
+from algorithms.networks.policy_call import sample_K_actions
 
 W2_METHODS = ("auto", "closed_form", "shared_noise", "sinkhorn", "l2")
 
@@ -114,8 +115,8 @@ def w2_squared(
             prev_actions = previous.actions_from_noise(states, noise)  # [B, K, A]
         return coupled_w2_squared(actions, prev_actions)
     if method == "sinkhorn":
-        actions = actor.sample_actions(states, K=K, generator=generator)  # [B, K, A]
+        actions = sample_K_actions(actor, states, K, generator)  # [B, K, A]
         with torch.no_grad():
-            prev_actions = previous.sample_actions(states, K=K, generator=generator)
+            prev_actions = sample_K_actions(previous, states, K, generator)
         return sinkhorn_w2_squared(actions, prev_actions, blur)
     raise ValueError(f"unknown resolved w2 method {method!r}")
