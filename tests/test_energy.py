@@ -7,6 +7,7 @@ from algorithms.offline import iql, td3_bc
 from algorithms.offline.config import ConfigError, parse_config
 
 S, A, B = 4, 2, 6
+ACTIONS = torch.zeros(B, A)  # dataset actions: unused by these energies
 
 
 def _trainer(module, *argv):
@@ -23,7 +24,7 @@ def test_iql_energy_is_minus_target_q_at_the_gaussian_mean():
     q1 = trainer.q_target.q1.net(torch.cat([states, mean], -1)).squeeze(-1)
     q2 = trainer.q_target.q2.net(torch.cat([states, mean], -1)).squeeze(-1)
     expected = -torch.min(q1, q2)
-    energy = trainer.compute_energy_function(actor, states)
+    energy = trainer.compute_energy_function(actor, states, ACTIONS)
     assert energy.shape == (B,)
     assert torch.allclose(energy, expected)
     energy.sum().backward()  # differentiable in the actor ...
@@ -36,7 +37,7 @@ def test_iql_advantage_energy_subtracts_v():
     states = torch.randn(B, S)
     q_energy = -trainer.q_target(states, trainer.actor.get_mean_std(states)[0])
     expected = q_energy + trainer.vf(states)
-    assert torch.allclose(trainer.compute_energy_function(trainer.actor, states), expected)
+    assert torch.allclose(trainer.compute_energy_function(trainer.actor, states, ACTIONS), expected)
 
 
 def test_td3_bc_energy_is_normalised_like_its_actor_loss():
@@ -45,15 +46,15 @@ def test_td3_bc_energy_is_normalised_like_its_actor_loss():
     states = torch.randn(B, S)
     q = trainer.critic_1(states, trainer.actor(states))
     expected = -2.5 * q / q.abs().mean()
-    assert torch.allclose(trainer.compute_energy_function(trainer.actor, states), expected)
+    assert torch.allclose(trainer.compute_energy_function(trainer.actor, states, ACTIONS), expected)
     # the normalised energy has mean |E| = alpha whatever the reward scale
-    assert trainer.compute_energy_function(trainer.actor, states).abs().mean().item() == (
+    assert trainer.compute_energy_function(trainer.actor, states, ACTIONS).abs().mean().item() == (
         pytest.approx(2.5)
     )
 
     raw, _ = _trainer(td3_bc, "--energy_normalize_q", "false")
     q = raw.critic_1(states, raw.actor(states))
-    assert torch.allclose(raw.compute_energy_function(raw.actor, states), -q)
+    assert torch.allclose(raw.compute_energy_function(raw.actor, states, ACTIONS), -q)
 
 
 def test_td3_bc_has_no_advantage_energy():

@@ -21,8 +21,7 @@ from algorithms.offline.w2 import W2_METHODS
 
 #: algorithm name -> module; each module exposes `Config` and `build(...)` (see interface.py)
 ALGORITHMS: dict[str, str] = {
-    "iql": "algorithms.offline.iql",
-    "td3_bc": "algorithms.offline.td3_bc",
+    name: f"algorithms.offline.{name}" for name in ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
 }
 ENERGY_FUNCTION_TYPES = ("q", "advantage")
 #: flags that take no value on the command line, and the config key each one sets

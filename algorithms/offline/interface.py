@@ -33,8 +33,14 @@ class Trainer(Protocol):
         """One update of critics (V, Q) and actor 0, exactly as the base algorithm; a flat log."""
         ...
 
-    def compute_energy_function(self, actor: BaseActor, states: torch.Tensor) -> torch.Tensor:
-        """The energy E(pi) per state [B] that actors i >= 1 minimise; differentiable in `actor`."""
+    def compute_energy_function(
+        self, actor: BaseActor, states: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
+        """The energy E(pi) per state [B] that actors i >= 1 minimise; differentiable in `actor`.
+
+        states [B, S] and the dataset's actions [B, A] of the batch (an energy that follows a
+        behaviour-cloning stage, as CQL's, needs them; most energies ignore them).
+        """
         ...
 
     def make_actor_optimizer(

@@ -114,7 +114,9 @@ class ImplicitQLearning:
         self._update_policy(adv, states, actions, log)
         return log
 
-    def compute_energy_function(self, actor: BaseActor, states: torch.Tensor) -> torch.Tensor:
+    def compute_energy_function(
+        self, actor: BaseActor, states: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
         """-Q(s, pi(s)) or -(Q(s, pi(s)) - V(s)) per state, [B]."""
         q = self.q_target(states, get_action(actor, states))  # [B]
         if self.config.energy_function_type == "advantage":

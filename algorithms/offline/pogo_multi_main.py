@@ -97,8 +97,8 @@ class ActorChain:
         ]
         self.params = [p for a in self.chain for p in a.parameters()]
 
-    def update(self, states: torch.Tensor) -> dict[str, float]:
-        """One JKO step for every actor i >= 1 on the same batch of states [B, S].
+    def update(self, states: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+        """One JKO step for every actor i >= 1 on the same batch: states [B, S], actions [B, A].
 
         Each loss sees its predecessor as it is now (detached), so the N-1 steps are independent
         and take one backward pass; gradients go to the chain's parameters only (not the critic).
@@ -108,7 +108,7 @@ class ActorChain:
         total = 0.0
         with self.stream:
             for i, actor in enumerate(self.chain, start=1):
-                energy = self.trainer.compute_energy_function(actor, states).mean()
+                energy = self.trainer.compute_energy_function(actor, states, actions).mean()
                 w2 = w2_squared(
                     actor,
                     self.actors[i - 1],
@@ -222,7 +222,7 @@ def train(run: Run) -> Path:
         batch = run.buffer.sample(config.batch_size)
         log = trainer.train(batch)
         if chain.chain and trainer.total_it % trainer.policy_freq == 0:
-            log.update(chain.update(batch[0]))
+            log.update(chain.update(batch[0], batch[1]))
         if t % config.log_freq == 0:
             run.logger.log_train(t, log)
         if t % config.eval_freq == 0 or t == config.max_timesteps:

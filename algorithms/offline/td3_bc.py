@@ -103,7 +103,9 @@ class TD3_BC:
             soft_update(self.actor_target, self.actor, c.tau)
         return log
 
-    def compute_energy_function(self, actor: BaseActor, states: torch.Tensor) -> torch.Tensor:
+    def compute_energy_function(
+        self, actor: BaseActor, states: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
         """-Q1(s, pi(s)) per state [B]; `-alpha * Q1 / mean|Q1|` when normalised (the default)."""
         q = self.critic_1(states, get_action(actor, states))  # [B]
         return q_energy(q, normalize=bool(self.config.energy_normalize_q), scale=self.config.alpha)
