@@ -1,84 +1,91 @@
 """Writes configs/offline/pogo_multi/<env>/<dataset>_v2_<algo>.yaml from one table.
 
-CORL's per-dataset hyperparameters (corl-team/CORL, configs/offline/<algo>/<env>/<dataset>_v2.yaml)
-are the only values that differ between files; everything else is the algorithm's Config default.
-Run `python scripts/make_configs.py` after changing the table; a test checks the files match it.
+Every value comes from the algorithm's `Config` defaults (CORL's defaults, in the algorithm file)
+except the values of CORL's YAML files (corl-team/CORL, configs/offline/<algo>/<env>/...) that
+differ from them, listed in ALL_DATASETS and OVERRIDES below, and the chain settings in CHAIN.
+Run `python scripts/make_configs.py` after changing either; a test checks the files match.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1] / "configs" / "offline" / "pogo_multi"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from algorithms.offline.config import ALGORITHMS, PogoConfig, load_algorithm  # noqa: E402
+
+ROOT = REPO / "configs" / "offline" / "pogo_multi"
 ENVS = ("halfcheetah", "hopper", "walker2d")
 DATASETS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 
-#: keys every generated config spells out (values: the shared defaults of a full-length run)
-COMMON: dict[str, Any] = {
-    "seed": 0,
-    "device": "auto",
-    "max_timesteps": 1_000_000,
-    "eval_freq": 5000,
-    "n_episodes": 10,
-    "batch_size": 256,
-    "discount": 0.99,
-    "tau": 0.005,
-    "normalize": True,
-    "normalize_reward": False,
-    "num_actors": 3,
-    "w2_weights": [10.0, 10.0],
-    "w2_method": "auto",
-    "energy_function_type": "q",
-    "eval_mode": "auto",
-    "use_wandb": True,
-    "project": "POGO",
+#: common keys every config spells out (values: the algorithm's Config defaults)
+COMMON_KEYS = (
+    "seed",
+    "device",
+    "max_timesteps",
+    "eval_freq",
+    "n_episodes",
+    "batch_size",
+    "discount",
+    "tau",
+    "actor_lr",
+    "normalize",
+    "normalize_reward",
+    "w2_method",
+    "energy_function_type",
+    "eval_mode",
+    "use_wandb",
+    "project",
+)
+#: the chain: a starting point, not tuned values
+CHAIN: dict[str, Any] = {"num_actors": 3, "w2_weights": [10.0, 10.0]}
+
+#: values every CORL YAML of an algorithm uses where they differ from CORL's dataclass defaults
+ALL_DATASETS: dict[str, dict[str, Any]] = {
+    "cql": {"reward_scale": 1.0, "reward_bias": 0.0},
+    "awac": {"awac_lambda": 0.3333},
 }
 
-#: each algorithm's own keys with CORL's default values
-ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "iql": {
-        "beta": 3.0,
-        "iql_tau": 0.7,
-        "iql_deterministic": False,
-        "actor_lr": 3e-4,
-        "vf_lr": 3e-4,
-        "qf_lr": 3e-4,
-    },
-    "td3_bc": {
-        "alpha": 2.5,
-        "policy_noise": 0.2,
-        "noise_clip": 0.5,
-        "policy_freq": 2,
-        "actor_lr": 3e-4,
-        "critic_lr": 3e-4,
-    },
-}
-
-#: CORL's per-dataset departures from those defaults: (algorithm, env, dataset) -> values
+#: CORL's per-dataset departures from the algorithm's defaults: (algorithm, env, dataset) -> values.
+#: CORL has no sac_n / edac configs for random and expert data: those use the defaults.
+HOPPER_IQL = {"iql_deterministic": True, "normalize_reward": True, "tau": 1e-3}
 OVERRIDES: dict[tuple[str, str, str], dict[str, Any]] = {
-    ("iql", "hopper", "medium"): {
-        "iql_deterministic": True,
-        "normalize_reward": True,
-        "tau": 0.001,
-    },
-    ("iql", "hopper", "medium-replay"): {
-        "iql_deterministic": True,
-        "normalize_reward": True,
-        "tau": 0.001,
-    },
+    ("iql", "hopper", "medium"): HOPPER_IQL,
+    ("iql", "hopper", "medium-replay"): HOPPER_IQL,
     ("iql", "hopper", "medium-expert"): {"beta": 6.0, "iql_tau": 0.5},
+    ("cql", "hopper", "medium"): {"normalize_reward": True},
+    ("sac_n", "hopper", "medium"): {"num_critics": 500},
+    ("sac_n", "hopper", "medium-replay"): {"num_critics": 200},
+    ("sac_n", "hopper", "medium-expert"): {"num_critics": 200},
+    ("sac_n", "walker2d", "medium"): {"num_critics": 20},
+    ("sac_n", "walker2d", "medium-replay"): {"num_critics": 20},
+    ("sac_n", "walker2d", "medium-expert"): {"num_critics": 20},
+    ("edac", "hopper", "medium"): {"num_critics": 50},
+    ("edac", "hopper", "medium-replay"): {"num_critics": 50},
+    ("edac", "hopper", "medium-expert"): {"num_critics": 50},
+    ("edac", "halfcheetah", "medium-expert"): {"eta": 5.0},
+    ("edac", "walker2d", "medium-expert"): {"eta": 5.0},
 }
 
 
 def make_config(algorithm: str, env: str, dataset: str) -> dict[str, Any]:
-    values: dict[str, Any] = {"algorithm": algorithm, "env": f"{env}-{dataset}-v2", **COMMON}
+    defaults = load_algorithm(algorithm).Config()
+    common = {f.name for f in dataclasses.fields(PogoConfig)}
+    own = [f.name for f in dataclasses.fields(defaults) if f.name not in common]
+    values: dict[str, Any] = {"algorithm": algorithm, "env": f"{env}-{dataset}-v2"}
+    values.update({key: getattr(defaults, key) for key in COMMON_KEYS})
+    values.update(CHAIN)
     values["group"] = f"pogo-{algorithm}-{env}-{dataset}-v2"
     values["name"] = f"pogo-{algorithm}"
-    values.update(ALGORITHM_DEFAULTS[algorithm])
+    values.update({key: getattr(defaults, key) for key in own})
+    values.update(ALL_DATASETS.get(algorithm, {}))
     values.update(OVERRIDES.get((algorithm, env, dataset), {}))
     return values
 
@@ -89,7 +96,7 @@ def config_path(root: Path, algorithm: str, env: str, dataset: str) -> Path:
 
 def render(values: dict[str, Any]) -> str:
     header = (
-        "# Generated by scripts/make_configs.py from CORL's per-dataset hyperparameters.\n"
+        "# Generated by scripts/make_configs.py: CORL's hyperparameters for this dataset.\n"
         "# Chain settings (num_actors, w2_weights) are a starting point, not tuned values.\n"
     )
     return header + yaml.safe_dump(values, sort_keys=False)
@@ -97,7 +104,7 @@ def render(values: dict[str, Any]) -> str:
 
 def write_all(root: Path = ROOT) -> list[Path]:
     paths = []
-    for algorithm in ALGORITHM_DEFAULTS:
+    for algorithm in ALGORITHMS:
         for env in ENVS:
             for dataset in DATASETS:
                 path = config_path(root, algorithm, env, dataset)

@@ -11,7 +11,7 @@ from algorithms.offline import pogo_multi_main
 from algorithms.offline.config import parse_config
 from algorithms.offline.run_io import EVAL_COLUMNS
 
-ALGORITHMS = ("iql", "td3_bc")
+ALGORITHMS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -60,7 +60,7 @@ RANDOM_CHAIN = "[{type: stochastic, hidden_dim: 32}, {type: tanh_gaussian, hidde
 
 @pytest.mark.parametrize(
     "algorithm,chain_args",
-    [("iql", {}), ("td3_bc", {}), ("td3_bc", {"actor_configs": RANDOM_CHAIN})],
+    [(a, {}) for a in ALGORITHMS] + [("td3_bc", {"actor_configs": RANDOM_CHAIN})],
 )
 def test_chain_leaves_actor0_and_critics_bit_identical(
     algorithm, chain_args, tiny_run_args, tmp_path

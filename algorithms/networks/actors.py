@@ -26,6 +26,8 @@ class BaseActor(nn.Module):
     is_stochastic: bool = False
     #: the shared-noise coupling is the optimal (exact W2) coupling for this family
     exact_shared_noise: bool = False
+    #: `log_prob_actions` is available (entropy-regularised energies need it)
+    has_log_prob: bool = False
     #: the name `actor_configs` uses for this class
     type_name: str = ""
 
@@ -85,6 +87,14 @@ class BaseActor(nn.Module):
     def log_prob_actions(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no tractable log-density")
 
+    def sample_with_log_prob(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action [B, A] and its log pi(a|s) [B] (actors with `has_log_prob`).
+
+        Noise from torch's global RNG, which the chain swaps for its own stream.
+        """
+        actions = self.sample_actions(states, K=1)[:, 0]  # [B, A]
+        return actions, self.log_prob_actions(states, actions)
+
     def architecture(self) -> dict:
         """Enough to rebuild an actor of the same shape (see `build_actor`)."""
         return {"type": self.type_name, "hidden_dim": self.hidden_dim, "n_hidden": self.n_hidden}
@@ -101,6 +111,7 @@ class GaussianMLP(BaseActor):
     is_gaussian = True
     is_stochastic = True
     exact_shared_noise = True
+    has_log_prob = True
     type_name = "gaussian"
 
     def __init__(
@@ -164,6 +175,7 @@ class TanhGaussianMLP(BaseActor):
 
     is_stochastic = True
     exact_shared_noise = True
+    has_log_prob = True
     type_name = "tanh_gaussian"
 
     def __init__(
@@ -175,14 +187,27 @@ class TanhGaussianMLP(BaseActor):
         n_hidden: int = 2,
         log_std_min: float = -5.0,
         log_std_max: float = 2.0,
+        log_std_multiplier: float | None = None,
+        log_std_offset: float | None = None,
     ):
         super().__init__(state_dim, action_dim, max_action, hidden_dim, n_hidden)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.net = build_mlp([state_dim, *([hidden_dim] * n_hidden), 2 * action_dim])
+        # CQL's policy: log_std = multiplier * head + offset, both learned scalars starting at the
+        # given values (a missing one starts at 1 resp. 0). None and None: the head's log-std as is.
+        self.learned_log_std_affine = log_std_multiplier is not None or log_std_offset is not None
+        if self.learned_log_std_affine:
+            init_mult = 1.0 if log_std_multiplier is None else float(log_std_multiplier)
+            init_offset = 0.0 if log_std_offset is None else float(log_std_offset)
+            self.log_std_multiplier = nn.Parameter(torch.tensor(init_mult, dtype=torch.float32))
+            self.log_std_offset = nn.Parameter(torch.tensor(init_offset, dtype=torch.float32))
+            self._log_std_affine_init = (init_mult, init_offset)
 
     def get_mean_std(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, S] -> pre-tanh mean [B, A], std [B, A]."""
         mean, log_std = self.net(states).chunk(2, dim=-1)
+        if self.learned_log_std_affine:
+            log_std = self.log_std_multiplier * log_std + self.log_std_offset
         std = torch.exp(log_std.clamp(self.log_std_min, self.log_std_max))
         return mean, std
 
@@ -213,11 +238,20 @@ class TanhGaussianMLP(BaseActor):
         pre_tanh = mean + std * noise
         return self._squash(pre_tanh), self._log_prob_pre_tanh(mean, std, pre_tanh)
 
+    def sample_with_log_prob(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self(states)  # the log-prob from the pre-tanh sample, exact even when saturated
+
     def log_prob_actions(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         mean, std = self.get_mean_std(states)
         eps = 1e-6
         pre_tanh = torch.atanh((actions / self.max_action).clamp(-1 + eps, 1 - eps))
         return self._log_prob_pre_tanh(mean, std, pre_tanh)  # [B]
+
+    def architecture(self) -> dict:
+        if not self.learned_log_std_affine:
+            return super().architecture()
+        mult, offset = self._log_std_affine_init
+        return {**super().architecture(), "log_std_multiplier": mult, "log_std_offset": offset}
 
 
 class StochasticMLP(BaseActor):

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 import torch
 
-from algorithms.networks.actors import BaseActor
+from algorithms.networks.actors import ACTOR_TYPES, BaseActor
+from algorithms.offline.config import ConfigError, PogoConfig
 
 TensorBatch = list[
     torch.Tensor
@@ -52,6 +53,26 @@ class Trainer(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
+def resolve_energy_config(
+    config: PogoConfig, has_value_function: bool, normalize_q: bool, needs_log_prob: bool = False
+) -> None:
+    """Check the energy keys against what the algorithm can evaluate, before any training;
+    fill in `energy_normalize_q` with the base actor loss's choice when it is null (logged)."""
+    if config.energy_function_type == "advantage" and not has_value_function:
+        raise ConfigError(f"energy_function_type: {config.algorithm} has no V function; use 'q'")
+    if needs_log_prob:
+        for spec in config.actor_configs or []:
+            cls = ACTOR_TYPES.get(spec.get("type"))
+            if cls is not None and not cls.has_log_prob:
+                usable = sorted(name for name, c in ACTOR_TYPES.items() if c.has_log_prob)
+                raise ConfigError(
+                    f"actor_configs: {config.algorithm}'s energy needs log pi(a|s); actor type "
+                    f"{spec['type']!r} has none (use one of {usable})"
+                )
+    if config.energy_normalize_q is None:
+        config.energy_normalize_q = normalize_q
 
 
 def q_energy(q: torch.Tensor, normalize: bool, scale: float = 1.0) -> torch.Tensor:

@@ -16,7 +16,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from algorithms.networks import DeterministicMLP, GaussianMLP, TwinQ, ValueFunction, get_action
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import PogoConfig
-from algorithms.offline.interface import TensorBatch, q_energy
+from algorithms.offline.interface import TensorBatch, q_energy, resolve_energy_config
 from algorithms.offline.utils_pytorch import soft_update
 
 EXP_ADV_MAX = 100.0
@@ -152,8 +152,8 @@ def build(
     config: Config, state_dim: int, action_dim: int, max_action: float, device: str
 ) -> ImplicitQLearning:
     """CORL's IQL networks, built in CORL's order (Q, V, actor) so one seed gives one start."""
-    if config.energy_normalize_q is None:
-        config.energy_normalize_q = False  # IQL's actor loss does not use Q's scale
+    # IQL's actor loss does not use Q's scale
+    resolve_energy_config(config, has_value_function=True, normalize_q=False)
     q_network = TwinQ(state_dim, action_dim).to(device)
     v_network = ValueFunction(state_dim).to(device)
     actor_cls = DeterministicMLP if config.iql_deterministic else GaussianMLP

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from algorithms.networks import DeterministicMLP, FullyConnectedQFunction, get_action
 from algorithms.networks.actors import BaseActor
-from algorithms.offline.config import ConfigError, PogoConfig
-from algorithms.offline.interface import TensorBatch, q_energy
+from algorithms.offline.config import PogoConfig
+from algorithms.offline.interface import TensorBatch, q_energy, resolve_energy_config
 from algorithms.offline.utils_pytorch import soft_update
 
 
@@ -136,10 +136,8 @@ def build(
     config: Config, state_dim: int, action_dim: int, max_action: float, device: str
 ) -> TD3_BC:
     """CORL's TD3+BC networks, built in CORL's order (actor, critic 1, critic 2)."""
-    if config.energy_function_type != "q":
-        raise ConfigError("energy_function_type: td3_bc has no V function; use 'q'")
-    if config.energy_normalize_q is None:
-        config.energy_normalize_q = True  # as TD3+BC's own actor loss
+    # normalised as TD3+BC's own actor loss
+    resolve_energy_config(config, has_value_function=False, normalize_q=True)
     actor = DeterministicMLP(state_dim, action_dim, max_action).to(device)
     critic_1 = FullyConnectedQFunction(state_dim, action_dim).to(device)
     critic_2 = FullyConnectedQFunction(state_dim, action_dim).to(device)

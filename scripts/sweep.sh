@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Sweep POGO runs over algorithms x datasets x seeds for one environment, N jobs at a time.
+# Called by scripts/sweep_<env>.sh; usable directly:
+#   scripts/sweep.sh --env hopper [--algorithms "iql td3_bc"] [--datasets "medium medium_replay"]
+#                    [--seeds "0 1 2"] [--jobs N] [--dry-run] [-- extra args for the main]
+# Every run reads configs/offline/pogo_multi/<env>/<dataset>_v2_<algorithm>.yaml; extra args
+# after `--` override config keys (e.g. -- --max_timesteps 100000 --no_wandb).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+ENV_NAME=""
+ALGORITHMS="iql td3_bc cql awac sac_n edac"
+DATASETS="medium medium_replay medium_expert"
+SEEDS="0 1 2"
+JOBS=1
+DRY_RUN=0
+PYTHON="${PYTHON:-python}"
+EXTRA=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --env) ENV_NAME="$2"; shift 2 ;;
+    --algorithms) ALGORITHMS="$2"; shift 2 ;;
+    --datasets) DATASETS="$2"; shift 2 ;;
+    --seeds) SEEDS="$2"; shift 2 ;;
+    --jobs) JOBS="$2"; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    --) shift; EXTRA=("$@"); break ;;
+    *) echo "sweep: unknown option $1 (see the header of scripts/sweep.sh)" >&2; exit 2 ;;
+  esac
+done
+[ -n "$ENV_NAME" ] || { echo "sweep: --env is required" >&2; exit 2; }
+[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "sweep: --jobs must be a positive integer" >&2; exit 2; }
+
+source "$ROOT/env_common.sh"
+# torch threads spin-wait: split the cores between the jobs, never oversubscribe
+THREADS=$(( $(nproc) / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
+export OMP_NUM_THREADS="$THREADS"
+
+commands=()
+for algorithm in $ALGORITHMS; do
+  for dataset in $DATASETS; do
+    config="configs/offline/pogo_multi/$ENV_NAME/${dataset}_v2_${algorithm}.yaml"
+    if [ ! -f "$config" ]; then
+      echo "sweep: no config $config (algorithm $algorithm, dataset $dataset)" >&2; exit 2
+    fi
+    for seed in $SEEDS; do
+      cmd="$PYTHON -m algorithms.offline.pogo_multi_main --config_path $config --seed $seed"
+      for arg in "${EXTRA[@]+"${EXTRA[@]}"}"; do cmd+=" $(printf '%q' "$arg")"; done
+      commands+=("$cmd")
+    done
+  done
+done
+
+if [ "$DRY_RUN" = 1 ]; then
+  echo "# ${#commands[@]} runs, $JOBS at a time, OMP_NUM_THREADS=$OMP_NUM_THREADS"
+  printf '%s\n' "${commands[@]}"
+  exit 0
+fi
+
+LOG_DIR="${SWEEP_LOG_DIR:-results/sweep_logs}"
+mkdir -p "$LOG_DIR"
+failed=0
+run_one() {
+  local cmd="$1" log="$LOG_DIR/$(echo "$1" | sed 's|.*/pogo_multi/||; s|\.yaml --seed |_seed|; s| .*||; s|/|_|g').log"
+  echo "start: $cmd  (log: $log)"
+  if bash -c "$cmd" > "$log" 2>&1; then echo "done:  $cmd"; else echo "FAILED: $cmd (see $log)"; return 1; fi
+}
+running=0
+for cmd in "${commands[@]}"; do
+  if [ "$running" -ge "$JOBS" ]; then
+    wait -n || failed=$((failed + 1))
+    running=$((running - 1))
+  fi
+  run_one "$cmd" &
+  running=$((running + 1))
+done
+while [ "$running" -gt 0 ]; do
+  wait -n || failed=$((failed + 1))
+  running=$((running - 1))
+done
+echo "sweep: ${#commands[@]} runs, $failed failed"
+[ "$failed" -eq 0 ]
