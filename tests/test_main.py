@@ -60,7 +60,8 @@ RANDOM_CHAIN = "[{type: stochastic, hidden_dim: 32}, {type: tanh_gaussian, hidde
 
 @pytest.mark.parametrize(
     "algorithm,chain_args",
-    [(a, {}) for a in ALGORITHMS] + [("td3_bc", {"actor_configs": RANDOM_CHAIN})],
+    [(a, {}) for a in ALGORITHMS]
+    + [("td3_bc", {"actor_configs": RANDOM_CHAIN}), ("sac_n", {"w2_method": "sinkhorn"})],
 )
 def test_chain_leaves_actor0_and_critics_bit_identical(
     algorithm, chain_args, tiny_run_args, tmp_path
