@@ -43,7 +43,10 @@ def test_actor_configs_from_cli():
         ("seed: abc\n", r"seed: cannot read 'abc' as"),
         ("num_actors: 3\nw2_weights: [1, 2, 3]\n", r"w2_weights: 3 values for num_actors=3"),
         ("num_actors: 0\n", r"num_actors: must be >= 1"),
-        ("w2_weights: [-1.0]\n", r"w2_weights: must be >= 0"),
+        ("w2_weights: [-1.0]\n", r"w2_weights: must be finite and >= 0"),
+        ("w2_weights: [.nan]\n", r"w2_weights: must be finite and >= 0"),
+        ("resume: true\noverwrite: true\n", r"resume: --resume continues a run.*pick one"),
+        ("keep_checkpoints: 0\n", r"keep_checkpoints: must be >= 1"),
         ("sinkhorn_K: 0\n", r"sinkhorn_K: must be >= 1"),
         ("w2_method: emd\n", r"w2_method: must be one of"),
         ("eval_mode: greedy\n", r"eval_mode: must be one of"),
@@ -72,4 +75,4 @@ def test_wandb_without_account_names_the_ways_out(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     with pytest.raises(ConfigError, match=r"--no_wandb.*WANDB_MODE=offline"):
-        init_wandb(parse_config([]))
+        init_wandb(parse_config([]), tmp_path)

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,7 +37,11 @@ def test_smoke_run_writes_outputs(algorithm, num_actors, tiny_run_args):
     expected = {f"chain/{n}_{i}" for n in ("energy", "w2", "loss") for i in range(1, num_actors)}
     assert chain_keys == expected
 
-    ckpt = torch.load(root / "checkpoints" / "checkpoint.pt", weights_only=False)
+    # one checkpoint per evaluation, both kept (keep_checkpoints: 2), `latest` names the last
+    names = sorted(p.name for p in (root / "checkpoints").iterdir())
+    assert names == ["checkpoint_0000000010.pt", "checkpoint_0000000020.pt", "latest"]
+    assert (root / "checkpoints" / "latest").read_text().strip() == "checkpoint_0000000020.pt"
+    ckpt = torch.load(root / "checkpoints" / "checkpoint_0000000020.pt", weights_only=False)
     assert ckpt["step"] == 20
     assert ckpt["trainer"]["total_it"] == 20
     assert len(ckpt["chain"]["actors"]) == num_actors - 1
@@ -108,7 +113,7 @@ def test_rerun_refuses_to_overwrite_unless_asked(tiny_run_args):
     argv = tiny_run_args("iql", 1, max_timesteps=10)
     root = pogo_multi_main.main(argv)
     before = (root / "logs" / "eval.csv").read_text()
-    with pytest.raises(SystemExit, match="already holds a run; pass --overwrite"):
+    with pytest.raises(SystemExit, match="already holds a run; pass --resume .*--overwrite"):
         pogo_multi_main.main(argv)
     assert (root / "logs" / "eval.csv").read_text() == before
     pogo_multi_main.main(argv + ["--overwrite"])
@@ -124,14 +129,13 @@ def test_dataset_with_wrong_observation_size_fails_before_training(tiny_run_args
 def test_checkpoint_round_trip_restores_every_state(tiny_run_args, tmp_path):
     """A fresh run loaded from a checkpoint holds the same parameters and optimiser states."""
     done = _train(tiny_run_args("td3_bc", 3, output_dir=tmp_path / "a"))
-    ckpt = torch.load(done.root / "checkpoints" / "checkpoint.pt", weights_only=False)
+    ckpt, _ = done.checkpoints.load_latest()
     fresh = pogo_multi_main.setup(
         parse_config(tiny_run_args("td3_bc", 3, output_dir=tmp_path / "b", seed=5))
     )
     assert not torch.equal(fresh.trainer.actor.net[0].weight, done.trainer.actor.net[0].weight)
-    fresh.trainer.load_state_dict(ckpt["trainer"])
-    fresh.chain.load_state_dict(ckpt["chain"])
-    fresh.buffer.load_state_dict(ckpt["buffer"])
+    fresh.load_state_dict(ckpt, Path("checkpoint"))
+    assert fresh.step == 20
     for name, (a, b) in {
         "trainer": (fresh.trainer.state_dict(), done.trainer.state_dict()),
         "chain": (fresh.chain.state_dict(), done.chain.state_dict()),

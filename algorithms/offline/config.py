@@ -25,7 +25,11 @@ ALGORITHMS: dict[str, str] = {
 }
 ENERGY_FUNCTION_TYPES = ("q", "advantage")
 #: flags that take no value on the command line, and the config key each one sets
-CLI_FLAGS = {"--no_wandb": ("use_wandb", False), "--overwrite": ("overwrite", True)}
+CLI_FLAGS = {
+    "--no_wandb": ("use_wandb", False),
+    "--overwrite": ("overwrite", True),
+    "--resume": ("resume", True),
+}
 
 
 class ConfigError(ValueError):
@@ -94,19 +98,25 @@ class PogoConfig:
     log_freq: int = 1000
     # replace the outputs of an earlier run in the same directory
     overwrite: bool = False
+    # continue the run in the output directory from its latest readable checkpoint
+    resume: bool = False
+    # checkpoints kept on disk (the newest ones; one is written at every evaluation)
+    keep_checkpoints: int = 2
 
     def check(self) -> None:
         """Range and consistency checks; each failure names its key."""
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"algorithm: unknown {self.algorithm!r}; known: {sorted(ALGORITHMS)}")
         positive = ("max_timesteps", "eval_freq", "n_episodes", "batch_size", "num_actors")
-        positive += ("sinkhorn_K", "log_freq")
+        positive += ("sinkhorn_K", "log_freq", "keep_checkpoints")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
         for key in ("tau", "discount"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"{key}: must be in [0, 1], got {getattr(self, key)}")
+        if self.resume and self.overwrite:
+            raise ConfigError("resume: --resume continues a run, --overwrite replaces it; pick one")
         if self.sinkhorn_blur <= 0:
             raise ConfigError(f"sinkhorn_blur: must be > 0, got {self.sinkhorn_blur}")
         n_chain = self.num_actors - 1
@@ -117,8 +127,8 @@ class PogoConfig:
                 f"w2_weights: {len(self.w2_weights)} values for num_actors={self.num_actors}; "
                 f"give {n_chain} (one per actor i >= 1) or a single value"
             )
-        if any(w < 0 for w in self.w2_weights):
-            raise ConfigError(f"w2_weights: must be >= 0, got {self.w2_weights}")
+        if any(not 0 <= w < float("inf") for w in self.w2_weights):
+            raise ConfigError(f"w2_weights: must be finite and >= 0, got {self.w2_weights}")
         if self.actor_configs is not None and len(self.actor_configs) != n_chain:
             raise ConfigError(
                 f"actor_configs: {len(self.actor_configs)} entries for num_actors="

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from algorithms.networks.actors import BaseActor, build_actor
-from algorithms.offline.config import PogoConfig, load_algorithm, parse_config
+from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
 from algorithms.offline.data import (
     check_dims,
     compute_mean_std,
@@ -39,17 +39,22 @@ from algorithms.offline.data import (
 from algorithms.offline.envs import eval_env_id, make_env, normalized_score, parse_d4rl_name
 from algorithms.offline.interface import Trainer
 from algorithms.offline.run_io import (
+    CheckpointStore,
     RunLogger,
     check_run_dir,
     init_wandb,
     prepare_run_dir,
-    save_checkpoint,
 )
 from algorithms.offline.utils_pytorch import (
+    NonFiniteError,
     RandomStream,
     ReplayBuffer,
+    check_finite_losses,
+    check_finite_state,
     evaluate_actors,
     resolve_device,
+    rng_state,
+    set_rng_state,
     set_seed,
     soft_update,
 )
@@ -177,12 +182,40 @@ class Run:
     chain: ActorChain
     buffer: ReplayBuffer
     logger: RunLogger
+    checkpoints: CheckpointStore
     root: Path
     env_id: str
     family: str
     state_mean: np.ndarray
     state_std: np.ndarray
     device: str
+    step: int = 0  # updates done
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue number for number."""
+        return {
+            "step": self.step,
+            "trainer": self.trainer.state_dict(),
+            "chain": self.chain.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "rng": rng_state(self.device),
+            "state_mean": self.state_mean,
+            "state_std": self.state_std,
+            "config": dataclasses.asdict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        for key in ("state_mean", "state_std"):
+            if not np.array_equal(state[key], getattr(self, key)):
+                raise ConfigError(
+                    f"resume: the dataset's {key} differs from the one in {source}; "
+                    "resume on the same dataset or use --overwrite"
+                )
+        self.trainer.load_state_dict(state["trainer"])
+        self.chain.load_state_dict(state["chain"])
+        self.buffer.load_state_dict(state["buffer"])
+        set_rng_state(state["rng"], self.device)
+        self.step = state["step"]
 
 
 def setup(config: PogoConfig) -> Run:
@@ -202,13 +235,32 @@ def setup(config: PogoConfig) -> Run:
     chain = ActorChain(trainer, config, obs_dim, action_dim, max_action, device)
     buffer = ReplayBuffer(dataset, device, seed=config.seed + BATCH_STREAM)
 
-    check_run_dir(config)  # fail before wandb starts or anything is written
-    wandb_run = init_wandb(config) if config.use_wandb else None
-    root = prepare_run_dir(config)
-    logger = RunLogger(root, config, wandb_run)
-    return Run(
-        config, trainer, chain, buffer, logger, root, env_id, family, state_mean, state_std, device
+    root = check_run_dir(config)  # fail before wandb starts or anything is written
+    checkpoints = CheckpointStore(root / "checkpoints", config.keep_checkpoints)
+    run = Run(
+        config,
+        trainer,
+        chain,
+        buffer,
+        None,
+        checkpoints,
+        root,
+        env_id,
+        family,
+        state_mean,
+        state_std,
+        device,
     )
+    if config.resume:
+        state, path = checkpoints.load_latest()
+        run.load_state_dict(state, path)
+        print(f"resuming {root} from {path.name} (step {run.step})")
+    wandb_run = init_wandb(config, root) if config.use_wandb else None
+    prepare_run_dir(config)
+    run.logger = RunLogger(root, config, wandb_run)
+    if config.resume:
+        run.logger.truncate_after(run.step)  # rows written after the checkpoint come again
+    return run
 
 
 def train(run: Run) -> Path:
@@ -218,20 +270,22 @@ def train(run: Run) -> Path:
         f"POGO {config.algorithm} on {config.env}: {run.buffer.size} transitions, eval on "
         f"{run.env_id}, {config.num_actors} actors, W2 {chain.w2_methods}, outputs in {run.root}"
     )
-    for t in range(1, config.max_timesteps + 1):
+    for t in range(run.step + 1, config.max_timesteps + 1):
         batch = run.buffer.sample(config.batch_size)
         log = trainer.train(batch)
         if chain.chain and trainer.total_it % trainer.policy_freq == 0:
             log.update(chain.update(batch[0], batch[1]))
+        run.step = t
+        check_finite_losses(log, t, run.checkpoints.latest_path())
         if t % config.log_freq == 0:
             run.logger.log_train(t, log)
         if t % config.eval_freq == 0 or t == config.max_timesteps:
-            evaluate(run, t)
+            evaluate(run)
     run.logger.close()
     return run.root
 
 
-def evaluate(run: Run, step: int) -> None:
+def evaluate(run: Run) -> None:
     """Evaluate every actor of the chain on the same episodes, log, and checkpoint."""
     config = run.config
     returns = evaluate_actors(
@@ -245,24 +299,14 @@ def evaluate(run: Run, step: int) -> None:
         run.device,
     )
     scores = normalized_score(run.family, returns)  # [n_actors, n_episodes]
-    run.logger.log_eval(step, returns, scores)
+    run.logger.log_eval(run.step, returns, scores)
     print(
-        f"step {step}: "
+        f"step {run.step}: "
         + "  ".join(f"actor {i}: {s.mean():.1f} +- {s.std():.1f}" for i, s in enumerate(scores))
     )
-    save_checkpoint(
-        run.root / "checkpoints" / "checkpoint.pt",
-        {
-            "step": step,
-            "trainer": run.trainer.state_dict(),
-            "chain": run.chain.state_dict(),
-            "buffer": run.buffer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "state_mean": run.state_mean,
-            "state_std": run.state_std,
-            "config": dataclasses.asdict(config),
-        },
-    )
+    state = run.state_dict()
+    check_finite_state(state, run.step, run.checkpoints.latest_path())  # never save NaNs
+    run.checkpoints.save(run.step, state)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -270,7 +314,10 @@ def main(argv: list[str] | None = None) -> Path:
         run = setup(parse_config(argv))
     except ValueError as err:  # ConfigError, DatasetError, a bad env name: one line, no trace
         sys.exit(f"error: {err}")
-    return train(run)
+    try:
+        return train(run)
+    except NonFiniteError as err:
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import netrc
 import os
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from algorithms.offline.config import ConfigError, PogoConfig, dump_config
 from algorithms.offline.envs import parse_d4rl_name
@@ -36,21 +38,49 @@ def run_dir(config: PogoConfig) -> Path:
     )
 
 
+#: keys a resumed run may change: they do not alter what is trained
+RESUMABLE_CHANGES = ("resume", "overwrite", "use_wandb", "max_timesteps", "device", "project")
+RESUMABLE_CHANGES += ("group", "name", "log_freq", "keep_checkpoints")
+
+
 def check_run_dir(config: PogoConfig) -> Path:
-    """Refuse to mix two runs' outputs unless `overwrite`; writes nothing."""
+    """Refuse to mix two runs' outputs: a held directory needs --resume or --overwrite.
+
+    With --resume the directory must hold the same run (its config.yaml, up to
+    RESUMABLE_CHANGES). Writes nothing.
+    """
     root = run_dir(config)
-    if (root / "logs" / "eval.csv").exists() and not config.overwrite:
+    held = (root / "logs" / "eval.csv").exists()
+    if config.resume:
+        if not held:
+            raise ConfigError(f"resume: {root} holds no run to resume")
+        _check_same_run(config, root / "logs" / "config.yaml")
+    elif held and not config.overwrite:
         raise ConfigError(
-            f"output_dir: {root} already holds a run; pass --overwrite to replace it "
-            "or choose another output_dir/seed"
+            f"output_dir: {root} already holds a run; pass --resume to continue it, "
+            "--overwrite to replace it, or choose another output_dir/seed"
         )
     return root
+
+
+def _check_same_run(config: PogoConfig, saved_path: Path) -> None:
+    try:
+        saved = yaml.safe_load(saved_path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"resume: cannot read the run's config {saved_path} ({err})") from None
+    current = dataclasses.asdict(config)
+    for key, value in current.items():
+        if key not in RESUMABLE_CHANGES and saved.get(key) != value:
+            raise ConfigError(
+                f"resume: {key} is {value!r} but the run in {saved_path.parent.parent} "
+                f"used {saved.get(key)!r}; resume with the same config or use --overwrite"
+            )
 
 
 def prepare_run_dir(config: PogoConfig) -> Path:
     """Create the run's directories (after `check_run_dir`), clearing an overwritten run."""
     root = check_run_dir(config)
-    if (root / "logs" / "eval.csv").exists():
+    if config.overwrite and (root / "logs" / "eval.csv").exists():
         shutil.rmtree(root / "logs")
         shutil.rmtree(root / "checkpoints", ignore_errors=True)
     (root / "logs").mkdir(parents=True, exist_ok=True)
@@ -58,9 +88,15 @@ def prepare_run_dir(config: PogoConfig) -> Path:
     return root
 
 
-def init_wandb(config: PogoConfig):
-    """Start a wandb run, or fail now (before training) with a message that says what to do."""
+def init_wandb(config: PogoConfig, root: Path):
+    """Start a wandb run, or fail now (before training) with a message that says what to do.
+
+    A resumed run continues its wandb run (its id is kept in logs/wandb_id).
+    """
     import wandb
+
+    id_file = root / "logs" / "wandb_id"
+    resume_id = id_file.read_text().strip() if config.resume and id_file.exists() else None
 
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode not in ("offline", "disabled", "dryrun") and not _has_wandb_key():
@@ -71,6 +107,8 @@ def init_wandb(config: PogoConfig):
             project=config.project,
             group=config.group,
             name=f"{config.name}-{config.algorithm}-{config.env}-seed{config.seed}",
+            id=resume_id,
+            resume="allow" if resume_id else None,
             settings=wandb.Settings(init_timeout=60),
         )
     except Exception as err:  # network down, bad key, ...: wandb raises many types
@@ -98,6 +136,19 @@ class RunLogger:
             with self.eval_path.open("w", newline="") as f:
                 csv.writer(f).writerow(EVAL_COLUMNS)
         self.wandb_run = wandb_run
+        if wandb_run is not None:
+            (self.logs / "wandb_id").write_text(wandb_run.id + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after `step` (a resumed run repeats them from its checkpoint)."""
+        with self.eval_path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        _write_atomic(self.eval_path, _csv_text(kept))
+        if self.train_path.exists():
+            lines = self.train_path.read_text().splitlines()
+            kept_lines = [ln for ln in lines if ln and json.loads(ln)["step"] <= step]
+            _write_atomic(self.train_path, "".join(ln + "\n" for ln in kept_lines))
 
     def log_train(self, step: int, values: dict[str, float]) -> None:
         with self.train_path.open("a") as f:
@@ -126,8 +177,62 @@ class RunLogger:
             self.wandb_run.finish()
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically (temp file, then rename): a crash never leaves a half-written checkpoint."""
+def _csv_text(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+class CheckpointStore:
+    """`checkpoints/checkpoint_<step>.pt`, each written atomically (temp file, then rename), a
+    `latest` pointer, and the newest `keep` files kept. A crash never leaves a half-written
+    checkpoint under a checkpoint's name; one that is unreadable anyway is reported by name and
+    the previous one used.
+    """
+
+    def __init__(self, directory: Path, keep: int):
+        self.directory = directory
+        self.keep = keep
+
+    def _all(self) -> list[Path]:
+        """Checkpoints on disk, newest first."""
+        return sorted(self.directory.glob("checkpoint_*.pt"), reverse=True)
+
+    def save(self, step: int, state: dict[str, Any]) -> Path:
+        path = self.directory / f"checkpoint_{step:010d}.pt"
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        _write_atomic(self.directory / "latest", path.name + "\n")
+        for old in self._all()[self.keep :]:
+            old.unlink()
+        return path
+
+    def latest_path(self) -> Path | None:
+        pointer = self.directory / "latest"
+        if pointer.exists():
+            path = self.directory / pointer.read_text().strip()
+            if path.exists():
+                return path
+        existing = self._all()
+        return existing[0] if existing else None
+
+    def load_latest(self) -> tuple[dict[str, Any], Path]:
+        """The newest readable checkpoint (the `latest` pointer's first)."""
+        first = self.latest_path()
+        candidates = [first] + [p for p in self._all() if p != first] if first else []
+        for path in candidates:
+            try:
+                return torch.load(path, map_location="cpu", weights_only=False), path
+            except Exception as err:  # truncated or corrupt: torch raises several types
+                print(
+                    f"warning: checkpoint {path} is unreadable ({type(err).__name__}: {err});"
+                    " trying the previous one"
+                )
+        raise ConfigError(f"resume: no readable checkpoint in {self.directory}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +22,72 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def rng_state(device: str) -> dict:
+    """Every global random state a run draws from (resume restores them)."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.device(device).type == "cuda" else None,
+    }
+
+
+def set_rng_state(state: dict, device: str) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN/Inf loss or parameter: the run stops instead of training on it."""
+
+
+def _resume_hint(last_good: Path | None) -> str:
+    if last_good is None:
+        return "no checkpoint was written before it"
+    return f"last good checkpoint: {last_good} (continue from it with --resume)"
+
+
+def check_finite_losses(log: dict[str, float], step: int, last_good: Path | None) -> None:
+    """Stop at the first non-finite loss, naming the step, the actor and the loss.
+
+    Keys `chain/<name>_<i>` belong to actor i; every other loss to the base algorithm (actor 0
+    and the critics).
+    """
+    for key, value in log.items():
+        if not math.isfinite(value):
+            if key.startswith("chain/"):
+                actor = f"actor {key.rsplit('_', 1)[1]}"
+            else:
+                actor = "actor 0 / critics"
+            raise NonFiniteError(
+                f"step {step}: {actor}: loss {key} is {value}; {_resume_hint(last_good)}"
+            )
+
+
+def check_finite_state(state: dict, step: int, last_good: Path | None) -> None:
+    """Stop before checkpointing a non-finite parameter, naming where it is."""
+    for name in ("trainer", "chain"):
+        for path, tensor in _tensors(state[name], name):
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise NonFiniteError(
+                    f"step {step}: non-finite values in {path}; {_resume_hint(last_good)}"
+                )
+
+
+def _tensors(tree, prefix: str):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _tensors(value, f"{prefix}.{key}")
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _tensors(value, f"{prefix}.{i}")
+    elif torch.is_tensor(tree):
+        yield prefix, tree
 
 
 def resolve_device(device: str) -> str:

@@ -1,0 +1,167 @@
+"""Runs that survive: SIGKILL + --resume, unreadable checkpoints, NaN guards, determinism."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from algorithms.offline import pogo_multi_main
+from algorithms.offline.config import parse_config
+from algorithms.offline.utils_pytorch import NonFiniteError
+from tests.conftest import write_synthetic_d4rl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _flat_tensors(tree, prefix=""):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _flat_tensors(value, f"{prefix}.{key}")
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _flat_tensors(value, f"{prefix}.{i}")
+    elif torch.is_tensor(tree):
+        yield prefix, tree
+
+
+def _final_state(root: Path) -> dict:
+    latest = (root / "checkpoints" / "latest").read_text().strip()
+    return torch.load(root / "checkpoints" / latest, weights_only=False)
+
+
+def _logs(root: Path) -> tuple[str, str]:
+    return (
+        (root / "logs" / "eval.csv").read_text(),
+        (root / "logs" / "train.jsonl").read_text(),
+    )
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_run_args, tmp_path):
+    steps = 300
+    argv = tiny_run_args("iql", 3, max_timesteps=steps, eval_freq=50, log_freq=10, n_episodes=1)
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    killed_argv = argv + ["--output_dir", str(killed_dir)]
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "algorithms.offline.pogo_multi_main", *killed_argv],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    latest = killed_dir / "iql" / "hopper" / "medium-v2" / "seed_0" / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if latest.exists() and latest.read_text().strip() >= "checkpoint_0000000100.pt":
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    killed_at = int(latest.read_text().strip()[len("checkpoint_") : -len(".pt")])
+    assert 100 <= killed_at < steps  # really killed mid-way
+
+    resumed = pogo_multi_main.main(killed_argv + ["--resume"])
+    clean = pogo_multi_main.main(argv + ["--output_dir", str(clean_dir)])
+
+    a, b = _final_state(resumed), _final_state(clean)
+    assert a["step"] == b["step"] == steps
+    tensors_a = dict(_flat_tensors({"trainer": a["trainer"], "chain": a["chain"]}))
+    tensors_b = dict(_flat_tensors({"trainer": b["trainer"], "chain": b["chain"]}))
+    assert tensors_a.keys() == tensors_b.keys()
+    for key in tensors_a:
+        assert torch.equal(tensors_a[key], tensors_b[key]), key
+    # no duplicated or lost rows: the logs equal the uninterrupted run's
+    assert _logs(resumed) == _logs(clean)
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_run_args, capsys):
+    argv = tiny_run_args("td3_bc", 3, max_timesteps=30, eval_freq=10)
+    root = pogo_multi_main.main(argv)
+    newest = root / "checkpoints" / "checkpoint_0000000030.pt"
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    run = pogo_multi_main.setup(parse_config(argv + ["--resume", "--max_timesteps", "40"]))
+    assert run.step == 20
+    out = capsys.readouterr().out
+    assert f"checkpoint {newest} is unreadable" in out
+    # the rows of steps 21..30 are dropped: they come again from the resumed run
+    assert [line.split(",")[0] for line in _logs(root)[0].splitlines()[1:]] == ["10"] * 3 + [
+        "20"
+    ] * 3
+    pogo_multi_main.train(run)
+    steps = [line.split(",")[0] for line in _logs(root)[0].splitlines()[1:]]
+    assert steps == [s for s in ("10", "20", "30", "40") for _ in range(3)]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ([], r"resume: .* holds no run to resume"),
+        (["--seed", "0", "--batch_size", "64"], r"resume: batch_size is 64 but the run .* used 32"),
+    ],
+)
+def test_resume_refuses_a_missing_or_different_run(tiny_run_args, tmp_path, extra, message):
+    if extra:
+        pogo_multi_main.main(tiny_run_args("iql", 1, max_timesteps=10))
+    with pytest.raises(SystemExit, match=message):
+        pogo_multi_main.main(tiny_run_args("iql", 1, max_timesteps=10) + extra + ["--resume"])
+
+
+def test_non_finite_loss_stops_the_run_naming_step_and_loss(tmp_path, tiny_run_args):
+    path = tmp_path / "huge_rewards.hdf5"
+    write_synthetic_d4rl(path)
+    with h5py.File(path, "r+") as f:
+        f["rewards"][...] = np.float32(3e38)  # finite, but squared it overflows
+    argv = tiny_run_args("td3_bc", 1, dataset_path=path)
+    with pytest.raises(SystemExit, match=r"step 1: actor 0 / critics: loss critic_loss is inf"):
+        pogo_multi_main.main(argv)
+
+
+def test_non_finite_chain_loss_names_the_actor_and_keeps_the_last_good_checkpoint(
+    tiny_run_args,
+):
+    run = pogo_multi_main.setup(parse_config(tiny_run_args("iql", 3, eval_freq=10)))
+    energy = run.trainer.compute_energy_function
+
+    def poisoned(actor, states, actions):
+        value = energy(actor, states, actions)
+        if actor is run.chain.actors[2] and run.step >= 14:
+            return value * float("nan")
+        return value
+
+    run.trainer.compute_energy_function = poisoned
+    with pytest.raises(NonFiniteError) as err:
+        pogo_multi_main.train(run)
+    good = run.root / "checkpoints" / "checkpoint_0000000010.pt"
+    assert str(err.value) == (
+        f"step 15: actor 2: loss chain/energy_2 is nan; last good checkpoint: {good} "
+        "(continue from it with --resume)"
+    )
+    state = torch.load(good, weights_only=False)
+    assert all(
+        torch.isfinite(t).all() for _, t in _flat_tensors(state["chain"]) if t.is_floating_point()
+    )
+
+
+def test_same_seed_gives_the_same_logs_twice(tiny_run_args, tmp_path):
+    first = pogo_multi_main.main(tiny_run_args("sac_n", 3, output_dir=tmp_path / "a"))
+    second = pogo_multi_main.main(tiny_run_args("sac_n", 3, output_dir=tmp_path / "b"))
+    assert _logs(first) == _logs(second)
+
+
+def test_dataset_with_wrong_action_size_fails_before_training(tmp_path, tiny_run_args):
+    path = tmp_path / "wide_actions.hdf5"
+    write_synthetic_d4rl(path)
+    with h5py.File(path, "r+") as f:
+        actions = f["actions"][...]
+        del f["actions"]
+        f["actions"] = np.concatenate([actions, actions], axis=1)  # 6 columns, Hopper has 3
+    with pytest.raises(SystemExit, match=r"actions have 6 columns but env Hopper-v4 has action"):
+        pogo_multi_main.main(tiny_run_args("iql", 3, dataset_path=path))
