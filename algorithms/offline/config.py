@@ -29,6 +29,7 @@ CLI_FLAGS = {
     "--no_wandb": ("use_wandb", False),
     "--overwrite": ("overwrite", True),
     "--resume": ("resume", True),
+    "--quiet": ("quiet", True),
 }
 
 
@@ -102,6 +103,8 @@ class PogoConfig:
     resume: bool = False
     # checkpoints kept on disk (the newest ones; one is written at every evaluation)
     keep_checkpoints: int = 2
+    # no progress bar, one line per evaluation (also when the output is not a terminal)
+    quiet: bool = False
 
     def check(self) -> None:
         """Range and consistency checks; each failure names its key."""

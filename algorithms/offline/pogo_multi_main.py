@@ -21,11 +21,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from algorithms.networks.actors import BaseActor, build_actor
 from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
@@ -190,6 +192,8 @@ class Run:
     state_std: np.ndarray
     device: str
     step: int = 0  # updates done
+    progress: Any = None  # the tqdm bar (disabled when quiet)
+    clock: tuple[float, int] = (0.0, 0)  # (time, step) of the last evaluation, for updates/s
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue number for number."""
@@ -270,6 +274,10 @@ def train(run: Run) -> Path:
         f"POGO {config.algorithm} on {config.env}: {run.buffer.size} transitions, eval on "
         f"{run.env_id}, {config.num_actors} actors, W2 {chain.w2_methods}, outputs in {run.root}"
     )
+    show_bar = not config.quiet and sys.stderr.isatty()
+    run.progress = tqdm(total=config.max_timesteps, initial=run.step, disable=not show_bar,
+                        unit="upd", dynamic_ncols=True, smoothing=0.05)  # fmt: skip
+    run.clock = (time.perf_counter(), run.step)
     for t in range(run.step + 1, config.max_timesteps + 1):
         batch = run.buffer.sample(config.batch_size)
         log = trainer.train(batch)
@@ -279,8 +287,10 @@ def train(run: Run) -> Path:
         check_finite_losses(log, t, run.checkpoints.latest_path())
         if t % config.log_freq == 0:
             run.logger.log_train(t, log)
+        run.progress.update()
         if t % config.eval_freq == 0 or t == config.max_timesteps:
             evaluate(run)
+    run.progress.close()
     run.logger.close()
     return run.root
 
@@ -300,10 +310,14 @@ def evaluate(run: Run) -> None:
     )
     scores = normalized_score(run.family, returns)  # [n_actors, n_episodes]
     run.logger.log_eval(run.step, returns, scores)
-    print(
-        f"step {run.step}: "
-        + "  ".join(f"actor {i}: {s.mean():.1f} +- {s.std():.1f}" for i, s in enumerate(scores))
+    start, start_step = run.clock
+    run.clock = (time.perf_counter(), run.step)
+    speed = (run.step - start_step) / max(run.clock[0] - start, 1e-9)
+    per_actor = "  ".join(
+        f"actor {i}: {s.mean():.1f} +- {s.std():.1f}" for i, s in enumerate(scores)
     )
+    run.progress.write(f"step {run.step}: {per_actor}  ({speed:.1f} updates/s)")
+    run.progress.set_postfix({f"actor {i}": f"{s.mean():.1f}" for i, s in enumerate(scores)})
     state = run.state_dict()
     check_finite_state(state, run.step, run.checkpoints.latest_path())  # never save NaNs
     run.checkpoints.save(run.step, state)

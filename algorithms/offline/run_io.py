@@ -40,7 +40,7 @@ def run_dir(config: PogoConfig) -> Path:
 
 #: keys a resumed run may change: they do not alter what is trained
 RESUMABLE_CHANGES = ("resume", "overwrite", "use_wandb", "max_timesteps", "device", "project")
-RESUMABLE_CHANGES += ("group", "name", "log_freq", "keep_checkpoints")
+RESUMABLE_CHANGES += ("group", "name", "log_freq", "keep_checkpoints", "quiet")
 
 
 def check_run_dir(config: PogoConfig) -> Path:

@@ -1,0 +1,239 @@
+"""Results across runs: a per-actor table over seeds, and plots.
+
+    python -m algorithms.offline.results results/ [--format markdown|csv] [--plot plots/]
+
+Reads every `<algorithm>/<family>/<task>/seed_<N>/logs/eval.csv` under the directory. A row per
+algorithm and dataset, a column per actor; "last" is each seed's final evaluation and "best" each
+seed's best one (CORL's convention), both as mean +- std over seeds; then the average over the
+datasets of each algorithm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CSV_COLUMNS = ("algorithm", "dataset", "seeds", "actor", "last_mean", "last_std")
+CSV_COLUMNS += ("best_mean", "best_std")
+
+
+@dataclass
+class RunScores:
+    """One run's evaluations: steps [T], normalised scores [T, n_actors] (mean over episodes)."""
+
+    algorithm: str
+    dataset: str  # e.g. hopper-medium-v2
+    seed: int
+    steps: np.ndarray
+    scores: np.ndarray
+    root: Path
+
+    @property
+    def last(self) -> np.ndarray:
+        return self.scores[-1]  # [n_actors]
+
+    @property
+    def best(self) -> np.ndarray:
+        return self.scores.max(axis=0)  # [n_actors]
+
+
+def read_run(eval_csv: Path) -> RunScores | None:
+    """A run from its eval.csv (None if it has no evaluation yet)."""
+    root = eval_csv.parent.parent  # .../<algorithm>/<family>/<task>/seed_<N>
+    seed_dir, task, family, algorithm = (
+        root.name,
+        root.parent.name,
+        root.parents[1].name,
+        root.parents[2].name,
+    )
+    if not seed_dir.startswith("seed_"):
+        raise ValueError(f"{eval_csv}: not under <algorithm>/<env>/<task>/seed_<N>/logs/")
+    by_step: dict[int, dict[int, float]] = defaultdict(dict)
+    with eval_csv.open(newline="") as f:
+        for row in csv.DictReader(f):
+            by_step[int(row["step"])][int(row["actor"])] = float(row["normalized_score_mean"])
+    if not by_step:
+        return None
+    steps = sorted(by_step)
+    n_actors = max(len(v) for v in by_step.values())
+    scores = np.array([[by_step[s].get(i, np.nan) for i in range(n_actors)] for s in steps])
+    return RunScores(
+        algorithm, f"{family}-{task}", int(seed_dir[5:]), np.array(steps), scores, root
+    )
+
+
+def collect(results_dir: Path) -> list[RunScores]:
+    runs = [read_run(p) for p in sorted(results_dir.rglob("logs/eval.csv"))]
+    return [r for r in runs if r is not None]
+
+
+@dataclass
+class Cell:
+    """Mean and std over seeds of one actor's score."""
+
+    mean: float
+    std: float
+
+    def text(self) -> str:
+        return "" if np.isnan(self.mean) else f"{self.mean:.1f} ± {self.std:.1f}"
+
+
+def summarize(runs: list[RunScores]) -> list[dict]:
+    """One entry per (algorithm, dataset), plus one average entry per algorithm."""
+    groups: dict[tuple[str, str], list[RunScores]] = defaultdict(list)
+    for run in runs:
+        groups[(run.algorithm, run.dataset)].append(run)
+    n_actors = max((r.scores.shape[1] for r in runs), default=0)
+    table = []
+    for (algorithm, dataset), group in sorted(groups.items()):
+        entry = {"algorithm": algorithm, "dataset": dataset, "seeds": len(group)}
+        for metric in ("last", "best"):
+            values = np.full((len(group), n_actors), np.nan)  # [seeds, actors]
+            for k, run in enumerate(group):
+                v = getattr(run, metric)
+                values[k, : len(v)] = v
+            entry[metric] = [
+                Cell(float(np.mean(col)), float(np.std(col)))
+                if not np.isnan(col).any()
+                else Cell(np.nan, np.nan)
+                for col in values.T
+            ]
+        table.append(entry)
+    for algorithm in sorted({e["algorithm"] for e in table}):
+        rows = [e for e in table if e["algorithm"] == algorithm]
+        average = {"algorithm": algorithm, "dataset": "average", "seeds": ""}
+        for metric in ("last", "best"):
+            means = np.array([[c.mean for c in e[metric]] for e in rows])  # [datasets, actors]
+            stds = np.array([[c.std for c in e[metric]] for e in rows])
+            average[metric] = [
+                Cell(float(m), float(s)) for m, s in zip(means.mean(0), stds.mean(0))
+            ]
+        table.append(average)
+    return table
+
+
+def format_table(table: list[dict], fmt: str = "markdown") -> str:
+    """Markdown: a column per actor for "last" then for "best"; csv: one row per actor."""
+    n_actors = max((len(e["last"]) for e in table), default=0)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for e in table:
+            for i, (last, best) in enumerate(zip(e["last"], e["best"])):
+                stats = [f"{x:.3f}" for x in (last.mean, last.std, best.mean, best.std)]
+                writer.writerow([e["algorithm"], e["dataset"], e["seeds"], i, *stats])
+        return out.getvalue()
+    if fmt != "markdown":
+        raise ValueError(f"--format must be markdown or csv, got {fmt!r}")
+    header = ["algorithm", "dataset", "seeds"]
+    header += [f"actor {i} last" for i in range(n_actors)]
+    header += [f"actor {i} best" for i in range(n_actors)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for e in table:
+        cells = [e["algorithm"], e["dataset"], str(e["seeds"])]
+        cells += [c.text() for c in e["last"]] + [""] * (n_actors - len(e["last"]))
+        cells += [c.text() for c in e["best"]] + [""] * (n_actors - len(e["best"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_chain_log(root: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """steps [T] and each `chain/*` series [T] from a run's train.jsonl."""
+    path = root / "logs" / "train.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    keys = sorted({k for r in records for k in r if k.startswith("chain/")})
+    steps = np.array([r["step"] for r in records])
+    return steps, {k: np.array([r.get(k, np.nan) for r in records]) for k in keys}
+
+
+def plot_all(runs: list[RunScores], out_dir: Path) -> list[Path]:
+    """Per run: score vs step per actor, and the chain's W2 and energies; per dataset: the
+    actors' final scores with their seed spread. Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run in runs:
+        stem = f"{run.algorithm}_{run.dataset}_seed{run.seed}"
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i in range(run.scores.shape[1]):
+            ax.plot(run.steps, run.scores[:, i], marker="o", markersize=3, label=f"actor {i}")
+        ax.set(
+            xlabel="update",
+            ylabel="D4RL normalised score",
+            title=f"{run.algorithm} {run.dataset} seed {run.seed}",
+        )
+        ax.legend()
+        written.append(_save(fig, out_dir / f"curve_{stem}.png"))
+
+        steps, series = read_chain_log(run.root)
+        if series:
+            fig, (ax_w2, ax_energy) = plt.subplots(1, 2, figsize=(10, 4))
+            for key, values in series.items():
+                if key.startswith("chain/w2_"):
+                    ax_w2.plot(steps, values, label=f"W2^2(pi_{key[9:]}, pi_{int(key[9:]) - 1})")
+                elif key.startswith("chain/energy_"):
+                    ax_energy.plot(steps, values, label=f"actor {key[13:]}")
+            ax_w2.set(xlabel="update", ylabel="W2^2 to the previous actor", yscale="log")
+            ax_energy.set(xlabel="update", ylabel="energy")
+            ax_w2.legend()
+            ax_energy.legend()
+            fig.suptitle(f"chain: {run.algorithm} {run.dataset} seed {run.seed}")
+            written.append(_save(fig, out_dir / f"chain_{stem}.png"))
+
+    groups: dict[tuple[str, str], list[RunScores]] = defaultdict(list)
+    for run in runs:
+        groups[(run.algorithm, run.dataset)].append(run)
+    for (algorithm, dataset), group in sorted(groups.items()):
+        n_actors = max(r.scores.shape[1] for r in group)
+        fig, ax = plt.subplots(figsize=(1.2 * n_actors + 2, 4))
+        for i in range(n_actors):
+            finals = [r.last[i] for r in group if i < len(r.last)]
+            ax.bar(i, np.mean(finals), yerr=np.std(finals), capsize=4, color=f"C{i}", alpha=0.6)
+            ax.scatter([i] * len(finals), finals, color="k", s=12, zorder=3)
+        ax.set_xticks(range(n_actors), [f"actor {i}" for i in range(n_actors)])
+        ax.set(ylabel="final normalised score", title=f"{algorithm} {dataset} ({len(group)} seeds)")
+        written.append(_save(fig, out_dir / f"final_{algorithm}_{dataset}.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", type=Path, help="output_dir of the runs, e.g. results/")
+    parser.add_argument("--format", default="markdown", choices=("markdown", "csv"))
+    parser.add_argument("--plot", type=Path, help="write the plots (PNG) into this directory")
+    args = parser.parse_args(argv)
+    if not args.results_dir.is_dir():
+        sys.exit(f"error: results_dir: no such directory {args.results_dir}")
+    runs = collect(args.results_dir)
+    if not runs:
+        sys.exit(f"error: no logs/eval.csv with evaluations under {args.results_dir}")
+    print(format_table(summarize(runs), args.format), end="")
+    if args.plot:
+        files = plot_all(runs, args.plot)
+        print(f"wrote {len(files)} plots to {args.plot}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
