@@ -2,7 +2,7 @@
 # Sweep POGO runs over algorithms x datasets x seeds for one environment, N jobs at a time.
 # Called by scripts/sweep_<env>.sh; usable directly:
 #   scripts/sweep.sh --env hopper [--algorithms "iql td3_bc"] [--datasets "medium medium_replay"]
-#                    [--seeds "0 1 2"] [--jobs N] [--dry-run] [-- extra args for the main]
+#                    [--seeds "0 1 2"] [--jobs N] [--threads T] [--dry-run] [-- extra args]
 # Every run reads configs/offline/pogo_multi/<env>/<dataset>_v2_<algorithm>.yaml; extra args
 # after `--` override config keys (e.g. -- --max_timesteps 100000 --no_wandb).
 set -euo pipefail
@@ -14,6 +14,7 @@ ALGORITHMS="iql td3_bc cql awac sac_n edac"
 DATASETS="medium medium_replay medium_expert"
 SEEDS="0 1 2"
 JOBS=1
+THREADS=""
 DRY_RUN=0
 PYTHON="${PYTHON:-python}"
 EXTRA=()
@@ -24,6 +25,7 @@ while [ $# -gt 0 ]; do
     --datasets) DATASETS="$2"; shift 2 ;;
     --seeds) SEEDS="$2"; shift 2 ;;
     --jobs) JOBS="$2"; shift 2 ;;
+    --threads) THREADS="$2"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --) shift; EXTRA=("$@"); break ;;
     *) echo "sweep: unknown option $1 (see the header of scripts/sweep.sh)" >&2; exit 2 ;;
@@ -34,7 +36,9 @@ done
 
 source "$ROOT/env_common.sh"
 # torch threads spin-wait: split the cores between the jobs, never oversubscribe
-THREADS=$(( $(nproc) / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1
+# (--threads: fewer, when something else runs on the machine too)
+if [ -z "$THREADS" ]; then THREADS=$(( $(nproc) / JOBS )); [ "$THREADS" -ge 1 ] || THREADS=1; fi
+[[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || { echo "sweep: --threads must be a positive integer" >&2; exit 2; }
 export OMP_NUM_THREADS="$THREADS"
 
 commands=()

@@ -11,6 +11,7 @@ import torch
 from algorithms.offline import pogo_multi_main
 from algorithms.offline.config import parse_config
 from algorithms.offline.run_io import EVAL_COLUMNS
+from algorithms.offline.utils_pytorch import named_tensors
 
 ALGORITHMS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
 
@@ -76,13 +77,11 @@ def test_chain_leaves_actor0_and_critics_bit_identical(
     chain = _train(tiny_run_args(algorithm, 3, output_dir=tmp_path / "three", **chain_args))
     a, b = single.trainer.state_dict(), chain.trainer.state_dict()
     assert a.keys() == b.keys()
-    flat_a, flat_b = _flatten(a), _flatten(b)
+    assert a["total_it"] == b["total_it"]
+    flat_a, flat_b = dict(named_tensors(a)), dict(named_tensors(b))
     assert flat_a.keys() == flat_b.keys()
     for key in flat_a:
-        if torch.is_tensor(flat_a[key]):
-            assert torch.equal(flat_a[key], flat_b[key]), key
-        else:
-            assert flat_a[key] == flat_b[key], key
+        assert torch.equal(flat_a[key], flat_b[key]), key
 
     # actor 0's evaluation does not depend on the actors evaluated beside it
     def actor0_rows(run):
@@ -94,19 +93,6 @@ def test_chain_leaves_actor0_and_critics_bit_identical(
     # ... while the chain actors did train: they moved away from their Polyak targets' start
     for actor, target in zip(chain.chain.chain, chain.chain.targets):
         assert any(not torch.equal(p, q) for p, q in zip(actor.parameters(), target.parameters()))
-
-
-def _flatten(tree, prefix=""):
-    out = {}
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-    elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            out.update(_flatten(v, f"{prefix}{i}."))
-    else:
-        out[prefix] = tree
-    return out
 
 
 def test_rerun_refuses_to_overwrite_unless_asked(tiny_run_args):
@@ -140,10 +126,9 @@ def test_checkpoint_round_trip_restores_every_state(tiny_run_args, tmp_path):
         "trainer": (fresh.trainer.state_dict(), done.trainer.state_dict()),
         "chain": (fresh.chain.state_dict(), done.chain.state_dict()),
     }.items():
-        flat_a, flat_b = _flatten(a), _flatten(b)
+        flat_a, flat_b = dict(named_tensors(a)), dict(named_tensors(b))
         assert flat_a.keys() == flat_b.keys()
         for key in flat_a:
-            if torch.is_tensor(flat_a[key]):
-                assert torch.equal(flat_a[key], flat_b[key]), (name, key)
+            assert torch.equal(flat_a[key], flat_b[key]), (name, key)
     # the restored buffer draws the batches the finished run would draw next
     assert torch.equal(fresh.buffer.sample(8)[0], done.buffer.sample(8)[0])

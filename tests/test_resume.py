@@ -14,21 +14,10 @@ import torch
 
 from algorithms.offline import pogo_multi_main
 from algorithms.offline.config import parse_config
-from algorithms.offline.utils_pytorch import NonFiniteError
+from algorithms.offline.utils_pytorch import NonFiniteError, named_tensors
 from tests.conftest import write_synthetic_d4rl
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _flat_tensors(tree, prefix=""):
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _flat_tensors(value, f"{prefix}.{key}")
-    elif isinstance(tree, (list, tuple)):
-        for i, value in enumerate(tree):
-            yield from _flat_tensors(value, f"{prefix}.{i}")
-    elif torch.is_tensor(tree):
-        yield prefix, tree
 
 
 def _final_state(root: Path) -> dict:
@@ -73,8 +62,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_run_args, tmp_path
 
     a, b = _final_state(resumed), _final_state(clean)
     assert a["step"] == b["step"] == steps
-    tensors_a = dict(_flat_tensors({"trainer": a["trainer"], "chain": a["chain"]}))
-    tensors_b = dict(_flat_tensors({"trainer": b["trainer"], "chain": b["chain"]}))
+    tensors_a = dict(named_tensors({"trainer": a["trainer"], "chain": a["chain"]}))
+    tensors_b = dict(named_tensors({"trainer": b["trainer"], "chain": b["chain"]}))
     assert tensors_a.keys() == tensors_b.keys()
     for key in tensors_a:
         assert torch.equal(tensors_a[key], tensors_b[key]), key
@@ -146,7 +135,7 @@ def test_non_finite_chain_loss_names_the_actor_and_keeps_the_last_good_checkpoin
     )
     state = torch.load(good, weights_only=False)
     assert all(
-        torch.isfinite(t).all() for _, t in _flat_tensors(state["chain"]) if t.is_floating_point()
+        torch.isfinite(t).all() for _, t in named_tensors(state["chain"]) if t.is_floating_point()
     )
 
 

@@ -72,20 +72,21 @@ def check_finite_losses(log: dict[str, float], step: int, last_good: Path | None
 def check_finite_state(state: dict, step: int, last_good: Path | None) -> None:
     """Stop before checkpointing a non-finite parameter, naming where it is."""
     for name in ("trainer", "chain"):
-        for path, tensor in _tensors(state[name], name):
+        for path, tensor in named_tensors(state[name], name):
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise NonFiniteError(
                     f"step {step}: non-finite values in {path}; {_resume_hint(last_good)}"
                 )
 
 
-def _tensors(tree, prefix: str):
+def named_tensors(tree, prefix: str = ""):
+    """(dotted path, tensor) for every tensor in nested dicts/lists (state dicts, checkpoints)."""
     if isinstance(tree, dict):
         for key, value in tree.items():
-            yield from _tensors(value, f"{prefix}.{key}")
+            yield from named_tensors(value, f"{prefix}.{key}")
     elif isinstance(tree, (list, tuple)):
         for i, value in enumerate(tree):
-            yield from _tensors(value, f"{prefix}.{i}")
+            yield from named_tensors(value, f"{prefix}.{i}")
     elif torch.is_tensor(tree):
         yield prefix, tree
 
