@@ -53,6 +53,7 @@ from algorithms.offline.utils_pytorch import (
     ReplayBuffer,
     check_finite_losses,
     check_finite_state,
+    release_free_memory,
     evaluate_actors,
     resolve_device,
     rng_state,
@@ -321,6 +322,7 @@ def evaluate(run: Run) -> None:
     state = run.state_dict()
     check_finite_state(state, run.step, run.checkpoints.latest_path())  # never save NaNs
     run.checkpoints.save(run.step, state)
+    release_free_memory()
 
 
 def main(argv: list[str] | None = None) -> Path:
