@@ -10,7 +10,7 @@ advantage`) with AWAC's own V.
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,12 @@ import torch.nn.functional as F
 from algorithms.networks import FullyConnectedQFunction, GaussianMLP, get_action
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import ConfigError, PogoConfig
-from algorithms.offline.interface import TensorBatch, q_energy, resolve_energy_config
+from algorithms.offline.interface import (
+    TensorBatch,
+    TrainerBase,
+    q_energy,
+    resolve_energy_config,
+)
 from algorithms.offline.utils_pytorch import soft_update
 
 #: clip of the advantage weights exp(A / lambda)
@@ -43,7 +48,10 @@ class Config(PogoConfig):
             raise ConfigError(f"hidden_dim: must be >= 1, got {self.hidden_dim}")
 
 
-class AdvantageWeightedActorCritic:
+class AdvantageWeightedActorCritic(TrainerBase):
+    stateful = ("actor", "actor_optimizer", "critic_1", "critic_1_target", "critic_1_optimizer")
+    stateful += ("critic_2", "critic_2_target", "critic_2_optimizer")
+
     def __init__(
         self,
         actor: GaussianMLP,
@@ -65,9 +73,6 @@ class AdvantageWeightedActorCritic:
         self.policy_freq = 1
         self.total_it = 0
         self.device = device
-
-    def make_actor_optimizer(self, actor: BaseActor):
-        return torch.optim.Adam(actor.parameters(), lr=self.config.actor_lr), None
 
     @torch.no_grad()
     def _policy_sample(self, states: torch.Tensor) -> torch.Tensor:
@@ -130,28 +135,6 @@ class AdvantageWeightedActorCritic:
         if self.config.energy_function_type == "advantage":
             q = q - self.value(states)  # detached: AWAC's V samples actor 0
         return q_energy(q, normalize=bool(self.config.energy_normalize_q))
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {
-            "actor": self.actor.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_1": self.critic_1.state_dict(),
-            "critic_1_target": self.critic_1_target.state_dict(),
-            "critic_1_optimizer": self.critic_1_optimizer.state_dict(),
-            "critic_2": self.critic_2.state_dict(),
-            "critic_2_target": self.critic_2_target.state_dict(),
-            "critic_2_optimizer": self.critic_2_optimizer.state_dict(),
-            "total_it": self.total_it,
-        }
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self.actor.load_state_dict(state_dict["actor"])
-        self.actor_optimizer.load_state_dict(state_dict["actor_optimizer"])
-        for name in ("critic_1", "critic_2"):
-            getattr(self, name).load_state_dict(state_dict[name])
-            getattr(self, f"{name}_target").load_state_dict(state_dict[f"{name}_target"])
-            getattr(self, f"{name}_optimizer").load_state_dict(state_dict[f"{name}_optimizer"])
-        self.total_it = state_dict["total_it"]
 
 
 def build(

@@ -11,7 +11,7 @@ with alpha detached (the BC loss during `bc_steps`); the W2 term adds the proxim
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +25,12 @@ from algorithms.networks import (
 )
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import ConfigError, PogoConfig
-from algorithms.offline.interface import TensorBatch, q_energy, resolve_energy_config
+from algorithms.offline.interface import (
+    TensorBatch,
+    TrainerBase,
+    q_energy,
+    resolve_energy_config,
+)
 from algorithms.offline.utils_pytorch import soft_update
 
 #: CORL's policy: log_std = multiplier * head + offset, the offset starting here
@@ -101,7 +106,12 @@ def q_of_many(critic: nn.Module, states: torch.Tensor, actions: torch.Tensor) ->
     return critic(states[:, None].expand(-1, actions.shape[1], -1), actions)
 
 
-class ContinuousCQL:
+class ContinuousCQL(TrainerBase):
+    stateful = ("actor", "actor_optimizer", "critic_1", "critic_1_target", "critic_1_optimizer")
+    stateful += ("critic_2", "critic_2_target", "critic_2_optimizer", "alpha_optimizer")
+    stateful += ("alpha_prime_optimizer",)
+    tensors = ("log_alpha", "log_alpha_prime")
+
     def __init__(
         self,
         actor: TanhGaussianMLP,
@@ -129,9 +139,6 @@ class ContinuousCQL:
         self.policy_freq = 1
         self.total_it = 0
         self.device = device
-
-    def make_actor_optimizer(self, actor: BaseActor):
-        return torch.optim.Adam(actor.parameters(), lr=self.config.actor_lr), None
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -289,37 +296,6 @@ class ContinuousCQL:
             return alpha * log_pi - actor.log_prob_actions(states, actions)
         q = torch.min(self.critic_1(states, pi_actions), self.critic_2(states, pi_actions))  # [B]
         return alpha * log_pi + q_energy(q, normalize=bool(self.config.energy_normalize_q))
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {
-            "actor": self.actor.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_1": self.critic_1.state_dict(),
-            "critic_1_target": self.critic_1_target.state_dict(),
-            "critic_1_optimizer": self.critic_1_optimizer.state_dict(),
-            "critic_2": self.critic_2.state_dict(),
-            "critic_2_target": self.critic_2_target.state_dict(),
-            "critic_2_optimizer": self.critic_2_optimizer.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
-            "log_alpha_prime": self.log_alpha_prime.detach().clone(),
-            "alpha_prime_optimizer": self.alpha_prime_optimizer.state_dict(),
-            "total_it": self.total_it,
-        }
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self.actor.load_state_dict(state_dict["actor"])
-        self.actor_optimizer.load_state_dict(state_dict["actor_optimizer"])
-        for name in ("critic_1", "critic_2"):
-            getattr(self, name).load_state_dict(state_dict[name])
-            getattr(self, f"{name}_target").load_state_dict(state_dict[f"{name}_target"])
-            getattr(self, f"{name}_optimizer").load_state_dict(state_dict[f"{name}_optimizer"])
-        with torch.no_grad():  # in place: the optimisers hold these very parameters
-            self.log_alpha.copy_(state_dict["log_alpha"])
-            self.log_alpha_prime.copy_(state_dict["log_alpha_prime"])
-        self.alpha_optimizer.load_state_dict(state_dict["alpha_optimizer"])
-        self.alpha_prime_optimizer.load_state_dict(state_dict["alpha_prime_optimizer"])
-        self.total_it = state_dict["total_it"]
 
 
 def build(

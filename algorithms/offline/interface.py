@@ -55,6 +55,37 @@ class Trainer(Protocol):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
 
 
+class TrainerBase:
+    """What every trainer shares: its checkpoint state from one list of names, and the actor
+    optimiser most algorithms give actor 0 (Adam at `actor_lr`, no schedule).
+
+    Subclasses list `stateful` (modules, optimisers, schedules: saved by their own state_dict)
+    and `tensors` (e.g. log_alpha: restored in place, because an optimiser holds the tensor).
+    """
+
+    stateful: tuple[str, ...] = ()
+    tensors: tuple[str, ...] = ()
+    config: PogoConfig
+    total_it: int
+
+    def make_actor_optimizer(self, actor: BaseActor):
+        return torch.optim.Adam(actor.parameters(), lr=self.config.actor_lr), None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {name: getattr(self, name).state_dict() for name in self.stateful}
+        state.update({name: getattr(self, name).detach().clone() for name in self.tensors})
+        state["total_it"] = self.total_it
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for name in self.stateful:
+            getattr(self, name).load_state_dict(state_dict[name])
+        with torch.no_grad():
+            for name in self.tensors:
+                getattr(self, name).copy_(state_dict[name])
+        self.total_it = state_dict["total_it"]
+
+
 def resolve_energy_config(
     config: PogoConfig, has_value_function: bool, normalize_q: bool, needs_log_prob: bool = False
 ) -> None:

@@ -7,7 +7,7 @@ expectile regression; Q by TD on V(s'). Actors i >= 1 of the chain minimise `-Q(
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,12 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from algorithms.networks import DeterministicMLP, GaussianMLP, TwinQ, ValueFunction, get_action
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import PogoConfig
-from algorithms.offline.interface import TensorBatch, q_energy, resolve_energy_config
+from algorithms.offline.interface import (
+    TensorBatch,
+    TrainerBase,
+    q_energy,
+    resolve_energy_config,
+)
 from algorithms.offline.utils_pytorch import soft_update
 
 EXP_ADV_MAX = 100.0
@@ -44,7 +49,10 @@ def asymmetric_l2_loss(u: torch.Tensor, expectile: float) -> torch.Tensor:
     return torch.mean(torch.abs(expectile - (u < 0).float()) * u**2)
 
 
-class ImplicitQLearning:
+class ImplicitQLearning(TrainerBase):
+    stateful = ("qf", "q_target", "q_optimizer", "vf", "v_optimizer", "actor")
+    stateful += ("actor_optimizer", "actor_lr_schedule")
+
     def __init__(
         self,
         actor: BaseActor,
@@ -122,30 +130,6 @@ class ImplicitQLearning:
         if self.config.energy_function_type == "advantage":
             q = q - self.vf(states).detach()
         return q_energy(q, normalize=bool(self.config.energy_normalize_q))
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {
-            "qf": self.qf.state_dict(),
-            "q_target": self.q_target.state_dict(),
-            "q_optimizer": self.q_optimizer.state_dict(),
-            "vf": self.vf.state_dict(),
-            "v_optimizer": self.v_optimizer.state_dict(),
-            "actor": self.actor.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "actor_lr_schedule": self.actor_lr_schedule.state_dict(),
-            "total_it": self.total_it,
-        }
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self.qf.load_state_dict(state_dict["qf"])
-        self.q_target.load_state_dict(state_dict["q_target"])
-        self.q_optimizer.load_state_dict(state_dict["q_optimizer"])
-        self.vf.load_state_dict(state_dict["vf"])
-        self.v_optimizer.load_state_dict(state_dict["v_optimizer"])
-        self.actor.load_state_dict(state_dict["actor"])
-        self.actor_optimizer.load_state_dict(state_dict["actor_optimizer"])
-        self.actor_lr_schedule.load_state_dict(state_dict["actor_lr_schedule"])
-        self.total_it = state_dict["total_it"]
 
 
 def build(

@@ -15,7 +15,7 @@ alpha the trainer's current value (detached) and `-min Q` optionally divided by 
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,7 +23,12 @@ import torch.nn as nn
 from algorithms.networks import EnsembleCritic, TanhGaussianMLP, VectorizedLinear
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import ConfigError, PogoConfig
-from algorithms.offline.interface import TensorBatch, q_energy, resolve_energy_config
+from algorithms.offline.interface import (
+    TensorBatch,
+    TrainerBase,
+    q_energy,
+    resolve_energy_config,
+)
 from algorithms.offline.utils_pytorch import soft_update
 
 
@@ -84,7 +89,11 @@ def init_critic_as_edac(critic: EnsembleCritic) -> None:
         nn.init.uniform_(layers[-1].bias, -3e-3, 3e-3)
 
 
-class SACN:
+class SACN(TrainerBase):
+    stateful = ("actor", "actor_optimizer", "critic", "critic_target", "critic_optimizer")
+    stateful += ("alpha_optimizer",)
+    tensors = ("log_alpha",)
+
     def __init__(
         self,
         actor: TanhGaussianMLP,
@@ -110,9 +119,6 @@ class SACN:
     def alpha(self) -> torch.Tensor:
         """The current entropy weight [1], detached."""
         return self.log_alpha.exp().detach()
-
-    def make_actor_optimizer(self, actor: BaseActor):
-        return torch.optim.Adam(actor.parameters(), lr=self.config.actor_lr), None
 
     def alpha_loss(self, states: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -185,29 +191,6 @@ class SACN:
         pi, log_prob = actor.sample_with_log_prob(states)  # [B, A], [B]
         q = self.critic(states, pi).min(0).values  # [B]
         return self.alpha * log_prob + q_energy(q, normalize=bool(self.config.energy_normalize_q))
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {
-            "actor": self.actor.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
-            "total_it": self.total_it,
-        }
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self.actor.load_state_dict(state_dict["actor"])
-        self.actor_optimizer.load_state_dict(state_dict["actor_optimizer"])
-        self.critic.load_state_dict(state_dict["critic"])
-        self.critic_target.load_state_dict(state_dict["critic_target"])
-        self.critic_optimizer.load_state_dict(state_dict["critic_optimizer"])
-        with torch.no_grad():  # in place: the alpha optimiser holds this tensor
-            self.log_alpha.copy_(state_dict["log_alpha"])
-        self.alpha_optimizer.load_state_dict(state_dict["alpha_optimizer"])
-        self.total_it = state_dict["total_it"]
 
 
 def build_networks(

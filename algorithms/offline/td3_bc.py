@@ -7,7 +7,7 @@ normalised as in TD3+BC's own loss (`-alpha * Q / mean|Q|`): the W2 term takes t
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,12 @@ import torch.nn.functional as F
 from algorithms.networks import DeterministicMLP, FullyConnectedQFunction, get_action
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import PogoConfig
-from algorithms.offline.interface import TensorBatch, q_energy, resolve_energy_config
+from algorithms.offline.interface import (
+    TensorBatch,
+    TrainerBase,
+    q_energy,
+    resolve_energy_config,
+)
 from algorithms.offline.utils_pytorch import soft_update
 
 
@@ -34,7 +39,11 @@ class Config(PogoConfig):
     critic_lr: float = 3e-4
 
 
-class TD3_BC:
+class TD3_BC(TrainerBase):
+    stateful = ("critic_1", "critic_1_target", "critic_1_optimizer", "critic_2")
+    stateful += ("critic_2_target", "critic_2_optimizer", "actor", "actor_target")
+    stateful += ("actor_optimizer",)
+
     def __init__(
         self,
         actor: BaseActor,
@@ -57,9 +66,6 @@ class TD3_BC:
         self.policy_freq = config.policy_freq
         self.total_it = 0
         self.device = device
-
-    def make_actor_optimizer(self, actor: BaseActor):
-        return torch.optim.Adam(actor.parameters(), lr=self.config.actor_lr), None
 
     def train(self, batch: TensorBatch) -> Dict[str, float]:
         log: Dict[str, float] = {}
@@ -109,27 +115,6 @@ class TD3_BC:
         """-Q1(s, pi(s)) per state [B]; `-alpha * Q1 / mean|Q1|` when normalised (the default)."""
         q = self.critic_1(states, get_action(actor, states))  # [B]
         return q_energy(q, normalize=bool(self.config.energy_normalize_q), scale=self.config.alpha)
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {
-            "critic_1": self.critic_1.state_dict(),
-            "critic_1_target": self.critic_1_target.state_dict(),
-            "critic_1_optimizer": self.critic_1_optimizer.state_dict(),
-            "critic_2": self.critic_2.state_dict(),
-            "critic_2_target": self.critic_2_target.state_dict(),
-            "critic_2_optimizer": self.critic_2_optimizer.state_dict(),
-            "actor": self.actor.state_dict(),
-            "actor_target": self.actor_target.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "total_it": self.total_it,
-        }
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        for name in ("critic_1", "critic_2", "actor"):
-            getattr(self, name).load_state_dict(state_dict[name])
-            getattr(self, f"{name}_target").load_state_dict(state_dict[f"{name}_target"])
-            getattr(self, f"{name}_optimizer").load_state_dict(state_dict[f"{name}_optimizer"])
-        self.total_it = state_dict["total_it"]
 
 
 def build(
