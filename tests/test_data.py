@@ -301,8 +301,3 @@ def test_make_dataset_main_round_trip(tmp_path: Path) -> None:
         assert f.attrs["seed"] == 3 and f.attrs["size"] == 120
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp file left
 
-
-def test_make_dataset_main_rejects_other_kinds(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match=r"only 'random' datasets can be made so far.*'medium'"):
-        make_dataset_main(["--env", "hopper-medium-v2", "--out", str(tmp_path / "x.hdf5")])
-    assert not (tmp_path / "x.hdf5").exists()

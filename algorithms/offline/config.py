@@ -45,6 +45,12 @@ class PogoConfig:
     env: str = "halfcheetah-medium-v2"
     # D4RL-format HDF5 file to train on (default: look `env` up in D4RL's dataset dirs)
     dataset_path: Optional[str] = None
+    # Minari dataset id to train on instead, read from $MINARI_DATASETS_PATH (never downloaded)
+    minari_id: Optional[str] = None
+    # make a missing dataset_path file on first use, with this many rows (make_dataset, from `env`)
+    make_dataset_size: Optional[int] = None
+    # seed of that locally made dataset
+    make_dataset_seed: int = 0
     # gymnasium env id for evaluation (default: from `env`, e.g. Hopper-v4)
     eval_env: Optional[str] = None
     # random seed of the run (batches, networks, evaluation episodes)
@@ -118,6 +124,13 @@ class PogoConfig:
         for key in ("tau", "discount"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"{key}: must be in [0, 1], got {getattr(self, key)}")
+        if self.minari_id is not None and self.dataset_path is not None:
+            raise ConfigError("minari_id: set either minari_id or dataset_path, not both")
+        if self.make_dataset_size is not None:
+            if self.dataset_path is None:
+                raise ConfigError("make_dataset_size: needs dataset_path, the file to make")
+            if self.make_dataset_size < 2:
+                raise ConfigError(f"make_dataset_size: must be >= 2, got {self.make_dataset_size}")
         if self.resume and self.overwrite:
             raise ConfigError("resume: --resume continues a run, --overwrite replaces it; pick one")
         if self.sinkhorn_blur <= 0:

@@ -12,6 +12,7 @@ import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -48,6 +49,24 @@ def load_hdf5(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise DatasetError(f"{path} is not a readable HDF5 file ({e})") from e
     _check_raw(raw, str(path))
     return raw
+
+
+def write_hdf5(path: str | os.PathLike, data: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    """Write plain (uncompressed) top-level datasets atomically: temp file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A pid-named sibling (not mkstemp) so the file gets the usual umask permissions, not 0600.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, arr in data.items():
+                f.create_dataset(key, data=arr)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _check_raw(raw: dict[str, np.ndarray], source: str) -> None:
@@ -270,13 +289,20 @@ def find_d4rl_file(env_name: str, download: bool = True) -> Path:
     raise DatasetError(
         f"D4RL file {name.file_name} for {env_name} not found in {searched} ({reason}); "
         f"download {url} into {dirs[0]} (or set D4RL_DATASET_DIR), or set dataset_path: in the "
-        f"config to a D4RL-layout HDF5 file, or make one with "
-        f"python -m algorithms.offline.make_dataset --env {name.family}-random-{name.version} "
-        f"--out FILE"
+        f"config to a D4RL-layout HDF5 file, or make one here with "
+        f"python -m algorithms.offline.make_dataset --env {name.name} --out FILE"
     )
 
 
-def load_dataset(env_name: str, dataset_path: str | None = None) -> dict[str, np.ndarray]:
-    """The qlearning transitions for a run: from an explicit file, else from D4RL's files."""
+def load_dataset(
+    env_name: str, dataset_path: str | None = None, minari_id: str | None = None
+) -> dict[str, np.ndarray]:
+    """The qlearning transitions of a run: from a file, a local Minari dataset, or D4RL's files."""
+    if minari_id is not None:
+        from algorithms.offline.minari_io import load_minari  # minari is imported only when used
+
+        raw = load_minari(minari_id)
+        _check_raw(raw, f"minari_id {minari_id}")
+        return qlearning_dataset(raw)
     path = Path(dataset_path) if dataset_path else find_d4rl_file(env_name)
     return qlearning_dataset(load_hdf5(path))

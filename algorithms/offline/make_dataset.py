@@ -1,15 +1,18 @@
 """Make a D4RL-layout dataset from a real gymnasium MuJoCo env, so everything runs without D4RL.
 
-Usage: ``python -m algorithms.offline.make_dataset --env hopper-random-v2 --size 100000 --seed 0
---out data/hopper_random-v2.hdf5``. Only the ``random`` kind (uniform random actions) exists so far.
+Usage: ``python -m algorithms.offline.make_dataset --env hopper-medium-v2 --size 100000 --seed 0
+--out data/hopper_medium-v2.hdf5``. The D4RL-style name picks the env and the kind, made as D4RL
+made them: ``random`` (uniform actions), ``medium`` / ``expert`` (a shipped behaviour actor's
+sampled actions, see ``behavior_policy``), ``medium-expert`` (half medium, then half expert) and
+``medium-replay`` (the behaviour agent's replay buffer up to its medium policy).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +20,47 @@ import gymnasium
 import h5py
 import mujoco
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from algorithms.networks.actors import BaseActor
+from algorithms.offline.behavior_policy import (
+    ACTORS_DIR,
+    DEFAULT_REPLAY_DIR,
+    BehaviorPolicyError,
+    load_behavior_actor,
+    replay_path,
+)
+from algorithms.offline.data import DatasetError, load_hdf5, write_hdf5
 from algorithms.offline.envs import ENV_IDS, make_env, parse_d4rl_name
 
 MAX_EPISODE_STEPS = 1000  # D4RL's and gymnasium's time limit for the locomotion envs
-MAKEABLE_KINDS = ("random",)
+MAKEABLE_KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+# An action for one observation [S] -> [A]; the policy side of a rollout.
+Policy = Callable[[np.ndarray], np.ndarray]
 
 
-def make_random_dataset(
-    env_name: str, size: int, seed: int, progress: bool = False
+def rollout(
+    family: str,
+    size: int,
+    seed: int,
+    policy: Policy | None,
+    desc: str = "",
+    progress: bool = False,
+    max_episode_steps: int = MAX_EPISODE_STEPS,
 ) -> dict[str, np.ndarray]:
-    """Roll out a uniform random policy for ``size`` steps; the same seed gives the same arrays.
+    """Step the family's env for ``size`` steps; the same seed gives the same arrays.
 
-    Episodes end at termination (``terminals``) or at the 1000-step time limit (``timeouts``); the
+    ``policy`` None draws uniform random actions (from the action space seeded with ``seed``).
+    Episodes end at termination (``terminals``) or at the time limit (``timeouts``); the
     last row is marked as a timeout when ``size`` runs out mid-episode, as D4RL's files do.
     """
-    name = parse_d4rl_name(env_name)
-    if name.kind != "random":
-        raise ValueError(f"make_random_dataset makes 'random' datasets, not {name.kind!r}")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    if name.family not in ENV_IDS:
+    if family not in ENV_IDS:
         known = ", ".join(ENV_IDS)
-        raise ValueError(f"no gymnasium env for D4RL family {name.family!r}; known: {known}")
-    env = make_env(ENV_IDS[name.family], max_episode_steps=MAX_EPISODE_STEPS)
+        raise ValueError(f"no gymnasium env for D4RL family {family!r}; known: {known}")
+    env = make_env(ENV_IDS[family], max_episode_steps=max_episode_steps)
     obs_dim = env.observation_space.shape[0]
     act_dim = env.action_space.shape[0]
     data = {
@@ -54,8 +73,8 @@ def make_random_dataset(
     }
     env.action_space.seed(seed)
     obs, _ = env.reset(seed=seed)
-    for i in tqdm(range(size), desc=f"{env_name} (random)", disable=not progress):
-        action = env.action_space.sample()
+    for i in tqdm(range(size), desc=desc, disable=not progress):
+        action = env.action_space.sample() if policy is None else policy(obs)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         data["observations"][i] = obs
         data["actions"][i] = action
@@ -74,32 +93,120 @@ def make_random_dataset(
     return data
 
 
-def write_hdf5(path: str | os.PathLike, data: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-    """Write plain (uncompressed) top-level datasets atomically: temp file, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A pid-named sibling (not mkstemp) so the file gets the usual umask permissions, not 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, arr in data.items():
-                f.create_dataset(key, data=arr)
-            for key, value in attrs.items():
-                f.attrs[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def make_random_dataset(
+    env_name: str, size: int, seed: int, progress: bool = False
+) -> dict[str, np.ndarray]:
+    """Uniform random actions, as D4RL's ``random`` datasets."""
+    name = parse_d4rl_name(env_name)
+    if name.kind != "random":
+        raise ValueError(f"make_random_dataset makes 'random' datasets, not {name.kind!r}")
+    return rollout(name.family, size, seed, None, f"{env_name} (random)", progress)
 
 
-def dataset_attrs(env_name: str, seed: int, size: int) -> dict[str, Any]:
+def actor_policy(actor: BaseActor, seed: int) -> Policy:
+    """Sample the actor's actions (D4RL sampled its SAC policies, not their means), seeded."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        state = torch.as_tensor(obs, dtype=torch.float32)[None]  # [1, S]
+        with torch.no_grad():
+            return actor.sample_actions(state, 1, generator=generator)[0, 0].numpy()  # [A]
+
+    return act
+
+
+def make_policy_dataset(
+    family: str,
+    level: str,
+    size: int,
+    seed: int,
+    progress: bool = False,
+    actors_dir: Path = ACTORS_DIR,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Roll out the shipped ``level`` behaviour actor; returns the arrays and the actor's record."""
+    actor, record = load_behavior_actor(family, level, actors_dir)
+    desc = f"{family}-{level} (sampling)"
+    return rollout(family, size, seed, actor_policy(actor, seed), desc, progress), record
+
+
+def make_replay_dataset(
+    family: str, size: int, replay_dir: Path = DEFAULT_REPLAY_DIR
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The behaviour agent's replay buffer up to its medium policy (D4RL's ``medium-replay``).
+
+    A buffer longer than ``size`` keeps its last ``size`` rows, those closest to the medium policy.
+    """
+    path = replay_path(family, replay_dir)
+    if not path.is_file():
+        raise BehaviorPolicyError(
+            f"medium-replay needs the behaviour agent's replay buffer {path}, which is made by "
+            f"training it: python -m algorithms.offline.behavior_policy --env {family} "
+            f"--stop_after medium --replay_dir {replay_dir}"
+        )
+    raw = load_hdf5(path)
+    data = {k: raw[k][-size:] for k in ("observations", "actions", "rewards", "next_observations")}
+    data["terminals"] = raw["terminals"][-size:].astype(bool)
+    data["timeouts"] = raw["timeouts"][-size:].astype(bool)
+    with h5py.File(path, "r") as f:
+        record = {"replay_buffer": str(path), "env_steps": int(f.attrs["env_steps"])}
+    return data, record
+
+
+def make_dataset(
+    env_name: str,
+    size: int,
+    seed: int,
+    progress: bool = False,
+    actors_dir: Path = ACTORS_DIR,
+    replay_dir: Path = DEFAULT_REPLAY_DIR,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Any makeable D4RL-style dataset: its arrays and the root attributes that say how."""
+    name = parse_d4rl_name(env_name)
+    if name.kind not in MAKEABLE_KINDS:
+        raise ValueError(
+            f"cannot make {name.kind!r} datasets; makeable: {', '.join(MAKEABLE_KINDS)}"
+        )
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if name.family not in ENV_IDS:
+        raise ValueError(f"no gymnasium env for {name.family!r}; known: {', '.join(ENV_IDS)}")
+    sources: dict[str, Any] = {}
+    if name.kind == "random":
+        data, policy = make_random_dataset(env_name, size, seed, progress), "uniform random"
+    elif name.kind in ("medium", "expert"):
+        data, sources[name.kind] = make_policy_dataset(
+            name.family, name.kind, size, seed, progress, actors_dir
+        )
+        policy = f"{name.kind} behaviour actor, sampled"
+    elif name.kind == "medium-expert":
+        # D4RL's medium-expert is its medium file followed by its expert file.
+        half = size // 2
+        medium, sources["medium"] = make_policy_dataset(
+            name.family, "medium", half, seed, progress, actors_dir
+        )
+        expert, sources["expert"] = make_policy_dataset(
+            name.family, "expert", size - half, seed + 1, progress, actors_dir
+        )
+        data = {k: np.concatenate([medium[k], expert[k]]) for k in medium}
+        policy = "medium then expert behaviour actors, sampled"
+    else:  # medium-replay
+        data, sources["medium-replay"] = make_replay_dataset(name.family, size, replay_dir)
+        policy = "replay buffer of the behaviour agent up to its medium policy"
+    attrs = dataset_attrs(env_name, seed, len(data["rewards"]), policy)
+    attrs["behavior"] = json.dumps(sources)
+    return data, attrs
+
+
+def dataset_attrs(
+    env_name: str, seed: int, size: int, policy: str = "uniform random"
+) -> dict[str, Any]:
     """Provenance stored on the file's root, so a dataset says how it was made."""
     name = parse_d4rl_name(env_name)
     return {
         "env_name": env_name,
         "gymnasium_env_id": ENV_IDS[name.family],
         "kind": name.kind,
-        "policy": "uniform random",
+        "policy": policy,
         "seed": seed,
         "size": size,
         "made_by": "algorithms.offline.make_dataset",
@@ -108,39 +215,63 @@ def dataset_attrs(env_name: str, seed: int, size: int) -> dict[str, Any]:
     }
 
 
+def episode_returns(data: dict[str, np.ndarray]) -> np.ndarray:
+    """Returns of the episodes that end inside the data (terminal or time-limit cut)."""
+    ends = np.flatnonzero(data["terminals"] | data["timeouts"])  # [E]
+    sums = np.cumsum(data["rewards"], dtype=np.float64)[ends]
+    return np.diff(np.concatenate([[0.0], sums]))
+
+
+def write_dataset(
+    env_name: str, out: str | Path, size: int, seed: int, progress: bool = True, **dirs: Path
+) -> str:
+    """Make and write one dataset; returns a one-line summary of what was written."""
+    data, attrs = make_dataset(env_name, size, seed, progress, **dirs)
+    write_hdf5(out, data, attrs)
+    rets = episode_returns(data)
+    return (
+        f"wrote {out}: {len(data['rewards'])} rows, {int(data['terminals'].sum())} terminals, "
+        f"{int(data['timeouts'].sum())} timeouts, episode return {rets.mean():.0f} "
+        f"+- {rets.std():.0f} over {len(rets)} episodes"
+    )
+
+
+def ensure_dataset(env_name: str, path: str | Path, size: int, seed: int) -> None:
+    """Make ``path`` from ``env_name`` unless it exists: the first-use cache of local runs."""
+    if Path(path).is_file():
+        return
+    print(f"{path} not found: making {env_name} locally ({size} rows, seed {seed})", flush=True)
+    try:
+        print(write_dataset(env_name, path, size, seed, progress=True), flush=True)
+    except (ValueError, OSError) as e:
+        raise DatasetError(f"making {path} for {env_name} failed: {e}") from e
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m algorithms.offline.make_dataset",
         description="Make a D4RL-layout HDF5 dataset from a gymnasium MuJoCo env.",
     )
-    parser.add_argument("--env", required=True, help="D4RL-style name, e.g. hopper-random-v2")
+    kinds = ", ".join(MAKEABLE_KINDS)
+    parser.add_argument("--env", required=True, help=f"D4RL-style name; kinds: {kinds}")
     parser.add_argument("--size", type=int, default=100_000, help="number of rows (env steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="HDF5 file to write")
+    parser.add_argument("--actors_dir", default=str(ACTORS_DIR), help="behaviour actors")
+    parser.add_argument("--replay_dir", default=str(DEFAULT_REPLAY_DIR), help="replay buffers")
     args = parser.parse_args(argv)
-
     try:
-        name = parse_d4rl_name(args.env)
-    except ValueError as e:
-        sys.exit(f"make_dataset: {e}")
-    if name.kind not in MAKEABLE_KINDS:
-        sys.exit(
-            f"make_dataset: only 'random' datasets can be made so far, not {name.kind!r} "
-            f"(from --env {args.env})"
+        summary = write_dataset(
+            args.env,
+            args.out,
+            args.size,
+            args.seed,
+            actors_dir=Path(args.actors_dir),
+            replay_dir=Path(args.replay_dir),
         )
-    if name.family not in ENV_IDS:
-        sys.exit(f"make_dataset: no gymnasium env for {name.family!r}; known: {', '.join(ENV_IDS)}")
-    if args.size < 1:
-        sys.exit(f"make_dataset: --size must be >= 1, got {args.size}")
-
-    data = make_random_dataset(args.env, args.size, args.seed, progress=True)
-    write_hdf5(args.out, data, dataset_attrs(args.env, args.seed, args.size))
-    n_term = int(data["terminals"].sum())
-    n_timeout = int(data["timeouts"].sum())
-    print(
-        f"wrote {args.out}: {args.size} rows, {n_term} terminals, {n_timeout} timeouts, "
-        f"obs {data['observations'].shape[1]}, actions {data['actions'].shape[1]}"
-    )
+    except (ValueError, OSError) as e:  # DatasetError and BehaviorPolicyError are ValueErrors
+        sys.exit(f"make_dataset: {e}")
+    print(summary)
 
 
 if __name__ == "__main__":

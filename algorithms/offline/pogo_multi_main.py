@@ -40,6 +40,7 @@ from algorithms.offline.data import (
 )
 from algorithms.offline.envs import eval_env_id, make_env, normalized_score, parse_d4rl_name
 from algorithms.offline.interface import Trainer
+from algorithms.offline.make_dataset import ensure_dataset
 from algorithms.offline.run_io import (
     CheckpointStore,
     RunLogger,
@@ -162,8 +163,12 @@ class ActorChain:
 
 def load_data(config: PogoConfig, obs_dim: int, action_dim: int, env_id: str):
     """The training set (normalised), and the state statistics evaluation needs."""
-    dataset = load_dataset(config.env, config.dataset_path)
-    source = config.dataset_path or config.env
+    if config.make_dataset_size is not None:
+        ensure_dataset(
+            config.env, config.dataset_path, config.make_dataset_size, config.make_dataset_seed
+        )
+    dataset = load_dataset(config.env, config.dataset_path, config.minari_id)
+    source = config.dataset_path or config.minari_id or config.env
     check_dims(dataset, obs_dim, action_dim, source, env_id)
     if config.normalize_reward:
         modify_reward(dataset, config.env)
