@@ -113,19 +113,23 @@ def test_non_finite_loss_stops_the_run_naming_step_and_loss(tmp_path, tiny_run_a
         pogo_multi_main.main(argv)
 
 
+@pytest.mark.parametrize("vectorize", [True, False])
 def test_non_finite_chain_loss_names_the_actor_and_keeps_the_last_good_checkpoint(
-    tiny_run_args,
+    tiny_run_args, vectorize
 ):
-    run = pogo_multi_main.setup(parse_config(tiny_run_args("iql", 3, eval_freq=10)))
-    energy = run.trainer.compute_energy_function
+    argv = tiny_run_args("iql", 3, eval_freq=10, vectorize_chain=vectorize)
+    run = pogo_multi_main.setup(parse_config(argv))
+    assert run.chain.vectorized == vectorize
+    train = run.trainer.train
 
-    def poisoned(actor, states, actions):
-        value = energy(actor, states, actions)
-        if actor is run.chain.actors[2] and run.step >= 14:
-            return value * float("nan")
-        return value
+    def poisoned(batch):
+        if run.step >= 14:  # actor 2's weights turn NaN before the chain step of update 15
+            with torch.no_grad():  # (through the views into the stacked ensemble, if vectorised)
+                for p in run.chain.actors[2].parameters():
+                    p.fill_(float("nan"))
+        return train(batch)
 
-    run.trainer.compute_energy_function = poisoned
+    run.trainer.train = poisoned
     with pytest.raises(NonFiniteError) as err:
         pogo_multi_main.train(run)
     good = run.root / "checkpoints" / "checkpoint_0000000010.pt"

@@ -153,7 +153,8 @@ class GaussianMLP(BaseActor):
         return self.max_action * mean, std
 
     def forward(self, states: torch.Tensor) -> Normal:
-        return Normal(*self.get_mean_std(states))
+        # no argument validation: its data-dependent checks cannot run under vmap (the chain)
+        return Normal(*self.get_mean_std(states), validate_args=False)
 
     def mean_actions(self, states: torch.Tensor) -> torch.Tensor:
         return self.get_mean_std(states)[0]
@@ -226,7 +227,8 @@ class TanhGaussianMLP(BaseActor):
     ) -> torch.Tensor:
         # log N(u) - sum log(max_action * (1 - tanh(u)^2)), the latter in a stable form
         log_det = 2.0 * (np.log(2.0) - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))
-        log_prob = Normal(mean, std).log_prob(pre_tanh) - log_det - np.log(self.max_action)
+        log_prob = Normal(mean, std, validate_args=False).log_prob(pre_tanh)
+        log_prob = log_prob - log_det - np.log(self.max_action)
         return log_prob.sum(-1)
 
     def forward(

@@ -89,6 +89,9 @@ class PogoConfig:
     energy_function_type: str = "q"
     # divide Q in the energy by mean|Q| (null: as the base algorithm's own actor loss does)
     energy_normalize_q: Optional[bool] = None
+    # actors i >= 1 as one stacked ensemble (vmap: one forward/backward, one optimiser step) when
+    # they share actor 0's architecture; false: a Python loop over them (the same numbers)
+    vectorize_chain: bool = True
     # per chain actor {type: gaussian|tanh_gaussian|stochastic|deterministic, ...} (null: actor 0's)
     actor_configs: Optional[List[Dict[str, Any]]] = None
     # evaluation actions: auto (stochastic actors sample) or mean (CORL's convention)

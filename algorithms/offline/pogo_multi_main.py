@@ -30,6 +30,8 @@ import torch
 from tqdm import tqdm
 
 from algorithms.networks.actors import BaseActor, build_actor
+from algorithms.networks.ensemble import PairCall, StackedModules, same_architecture
+from algorithms.networks.policy_call import sample_K_actions
 from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
 from algorithms.offline.data import (
     check_dims,
@@ -62,7 +64,7 @@ from algorithms.offline.utils_pytorch import (
     set_seed,
     soft_update,
 )
-from algorithms.offline.w2 import resolve_w2_method, w2_squared
+from algorithms.offline.w2 import resolve_w2_method, sinkhorn_w2_squared, w2_squared
 
 # offsets that give each random stream of a run its own seed
 CHAIN_STREAM, BATCH_STREAM = 1_000_003, 2_000_003
@@ -95,16 +97,27 @@ class ActorChain:
                     actor = build_actor(spec, state_dim, action_dim, max_action).to(device)
                 self.actors.append(actor)
         self.chain = self.actors[1:]
-        self.targets = [copy.deepcopy(a).requires_grad_(False) for a in self.chain]
-        optimizers = [trainer.make_actor_optimizer(a) for a in self.chain]
-        self.optimizers = [opt for opt, _ in optimizers]
-        self.schedulers = [sched for _, sched in optimizers]
-        self.weights = list(config.w2_weights[: len(self.chain)])
+        self.weights = torch.tensor(config.w2_weights[: len(self.chain)], device=device)  # [E]
         self.w2_methods = [
             resolve_w2_method(self.actors[i], self.actors[i - 1], config.w2_method)
             for i in range(1, len(self.actors))
         ]
-        self.params = [p for a in self.chain for p in a.parameters()]
+        # One stacked ensemble when every actor shares actor 0's architecture; else a loop.
+        self.vectorized = bool(
+            config.vectorize_chain and self.chain and same_architecture(self.actors)
+        )
+        if self.vectorized:
+            self.ensemble = StackedModules(self.chain)
+            self.pair = PairCall(actor0, self._pair_terms)
+            trainables: list[torch.nn.Module] = [self.ensemble]
+        else:
+            trainables = list(self.chain)
+        self.trainables = trainables
+        self.targets = [copy.deepcopy(m).requires_grad_(False) for m in trainables]
+        optimizers = [trainer.make_actor_optimizer(m) for m in trainables]
+        self.optimizers = [opt for opt, _ in optimizers]
+        self.schedulers = [sched for _, sched in optimizers]
+        self.params = [p for m in trainables for p in m.parameters()]
 
     def update(self, states: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
         """One JKO step for every actor i >= 1 on the same batch: states [B, S], actions [B, A].
@@ -112,39 +125,76 @@ class ActorChain:
         Each loss sees its predecessor as it is now (detached), so the N-1 steps are independent
         and take one backward pass; gradients go to the chain's parameters only (not the critic).
         """
-        c = self.config
-        log: dict[str, float] = {}
-        total = 0.0
         with self.stream:
-            for i, actor in enumerate(self.chain, start=1):
-                energy = self.trainer.compute_energy_function(actor, states, actions).mean()
-                w2 = w2_squared(
-                    actor,
-                    self.actors[i - 1],
-                    states,
-                    self.w2_methods[i - 1],
-                    K=c.sinkhorn_K,
-                    blur=c.sinkhorn_blur,
-                ).mean()
-                loss = energy + self.weights[i - 1] * w2
-                total = total + loss
-                log[f"chain/energy_{i}"] = energy.item()
-                log[f"chain/w2_{i}"] = w2.item()
-                log[f"chain/loss_{i}"] = loss.item()
+            if self.vectorized:
+                energy, w2 = self._terms_vectorized(states, actions)  # [E], [E]
+            else:
+                energy, w2 = self._terms_loop(states, actions)
+            loss = energy + self.weights * w2  # [E]
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
-            total.backward(inputs=self.params)
+            loss.sum().backward(inputs=self.params)
         for opt, sched in zip(self.optimizers, self.schedulers):
             opt.step()
             if sched is not None:
                 sched.step()
-        for target, actor in zip(self.targets, self.chain):
-            soft_update(target, actor, c.tau)
-        return log
+        for target, module in zip(self.targets, self.trainables):
+            soft_update(target, module, self.config.tau)
+        values = torch.stack([energy, w2, loss]).detach().cpu().tolist()  # one sync, [3][E]
+        return {
+            f"chain/{name}_{i}": v
+            for name, row in zip(("energy", "w2", "loss"), values)
+            for i, v in enumerate(row, start=1)
+        }
+
+    def _w2(self, actor: BaseActor, previous: BaseActor, states: torch.Tensor, method: str):
+        c = self.config
+        return w2_squared(actor, previous, states, method, K=c.sinkhorn_K, blur=c.sinkhorn_blur)
+
+    def _terms_loop(self, states: torch.Tensor, actions: torch.Tensor):
+        """Mean energy and W2^2 of each actor i >= 1, one actor after another: [E], [E]."""
+        energies, w2s = [], []
+        for i, actor in enumerate(self.chain, start=1):
+            energies.append(self.trainer.compute_energy_function(actor, states, actions).mean())
+            w2s.append(self._w2(actor, self.actors[i - 1], states, self.w2_methods[i - 1]).mean())
+        return torch.stack(energies), torch.stack(w2s)
+
+    def _pair_terms(self, actor, previous, states, actions):
+        """One link (actor i, actor i-1), run per member under vmap: mean energy, mean W2^2.
+
+        Sinkhorn cannot run under vmap (GeomLoss reads values in Python): the link returns its
+        two K-sample clouds instead and `_terms_vectorized` measures all links in one call.
+        """
+        energy = self.trainer.compute_energy_function(actor, states, actions).mean()
+        if self.w2_methods[0] == "sinkhorn":
+            K = self.config.sinkhorn_K
+            clouds = sample_K_actions(actor, states, K)  # [B, K, A]
+            with torch.no_grad():
+                previous_clouds = sample_K_actions(previous, states, K)  # [B, K, A]
+            return energy, clouds, previous_clouds
+        return energy, self._w2(actor, previous, states, self.w2_methods[0]).mean()
+
+    def _terms_vectorized(self, states: torch.Tensor, actions: torch.Tensor):
+        """The same terms for all actors i >= 1 at once: vmap over the stacked parameters."""
+        params = self.ensemble.stacked()  # name -> [E, ...]
+        actor0 = dict(self.actors[0].named_parameters())
+        previous = {  # actor i-1 for each i: actor 0, then members 1..E-1, detached
+            name: torch.cat([actor0[name][None], p[:-1]]).detach() for name, p in params.items()
+        }
+        out = torch.func.vmap(self.pair.call, in_dims=(0, 0, None, None), randomness="different")(
+            params, previous, states, actions
+        )
+        if self.w2_methods[0] != "sinkhorn":
+            return out
+        energy, clouds, previous_clouds = out  # [E], [E, B, K, A] x 2
+        w2 = sinkhorn_w2_squared(
+            clouds.flatten(0, 1), previous_clouds.flatten(0, 1), self.config.sinkhorn_blur
+        )  # [E * B]
+        return energy, w2.view(len(self.chain), -1).mean(1)
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "actors": [a.state_dict() for a in self.chain],
+            "actors": [{k: v.clone() for k, v in a.state_dict().items()} for a in self.chain],
             "targets": [t.state_dict() for t in self.targets],
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedulers": [s.state_dict() if s is not None else None for s in self.schedulers],
@@ -152,9 +202,10 @@ class ActorChain:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for i, actor in enumerate(self.chain):
-            actor.load_state_dict(state["actors"][i])
-            self.targets[i].load_state_dict(state["targets"][i])
+        for actor, actor_state in zip(self.chain, state["actors"]):
+            actor.load_state_dict(actor_state)  # writes through into the stacked tensors
+        for i, target in enumerate(self.targets):
+            target.load_state_dict(state["targets"][i])
             self.optimizers[i].load_state_dict(state["optimizers"][i])
             if self.schedulers[i] is not None:
                 self.schedulers[i].load_state_dict(state["schedulers"][i])
@@ -200,6 +251,7 @@ class Run:
     step: int = 0  # updates done
     progress: Any = None  # the tqdm bar (disabled when quiet)
     clock: tuple[float, int] = (0.0, 0)  # (time, step) of the last evaluation, for updates/s
+    scores: np.ndarray | None = None  # [n_actors, n_episodes] of the last evaluation
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue number for number."""
@@ -298,6 +350,9 @@ def train(run: Run) -> Path:
             evaluate(run)
     run.progress.close()
     run.logger.close()
+    if run.scores is not None:
+        final = ", ".join(f"actor {i} {s.mean():.1f}" for i, s in enumerate(run.scores))
+        print(f"final normalised scores (step {run.step}): {final}; logs in {run.root / 'logs'}")
     return run.root
 
 
@@ -315,6 +370,7 @@ def evaluate(run: Run) -> None:
         run.device,
     )
     scores = normalized_score(run.family, returns)  # [n_actors, n_episodes]
+    run.scores = scores
     run.logger.log_eval(run.step, returns, scores)
     start, start_step = run.clock
     run.clock = (time.perf_counter(), run.step)

@@ -1,0 +1,104 @@
+"""The vectorised chain (stacked actors, vmap) against the plain per-actor loop."""
+
+import json
+
+import pytest
+import torch
+
+from algorithms.networks.actors import DeterministicMLP, GaussianMLP
+from algorithms.networks.ensemble import StackedModules, same_architecture
+from algorithms.offline import pogo_multi_main
+from algorithms.offline.config import parse_config
+
+
+def _run(argv, steps: int):
+    run = pogo_multi_main.setup(parse_config([*argv, "--max_timesteps", str(steps)]))
+    pogo_multi_main.train(run)
+    return run
+
+
+@pytest.mark.parametrize("algorithm", ["iql", "awac", "td3_bc"])
+def test_vectorized_chain_equals_the_loop(algorithm, tiny_run_args, tmp_path):
+    # Gaussian chains (closed-form W2, mean-action energies) and a deterministic one (L2): no
+    # noise, so both layouts must give the same numbers up to float rounding. (Over many steps
+    # Adam, which divides by the gradient's size, lets rounding grow; 12 steps stay at ~1e-7.)
+    common = dict(num_actors=4, w2_weights="[1.0, 5.0, 20.0]", eval_freq=12, log_freq=1)
+    vec = _run(tiny_run_args(algorithm, output_dir=tmp_path / "v", **common), 12)
+    loop = _run(
+        tiny_run_args(algorithm, output_dir=tmp_path / "l", vectorize_chain=False, **common), 12
+    )
+    assert vec.chain.vectorized and not loop.chain.vectorized
+    for i in range(1, 4):
+        a, b = vec.chain.actors[i].state_dict(), loop.chain.actors[i].state_dict()
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+        # and the chain moved: these are trained actors, not initial copies
+        start = vec.trainer.actor.state_dict()
+        assert any(not torch.equal(a[n], start[n]) for n in a)
+    # actor 0 and the critics do not see the layout at all
+    for (name, x), (_, y) in zip(
+        vec.trainer.state_dict().items(), loop.trainer.state_dict().items()
+    ):
+        if isinstance(x, torch.Tensor):
+            assert torch.equal(x, y), name
+
+    def chain_logs(run):
+        lines = (run.root / "logs" / "train.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k.startswith("chain/")} for x in lines]
+
+    for v_line, l_line in zip(chain_logs(vec), chain_logs(loop)):
+        assert v_line.keys() == l_line.keys()
+        for key in v_line:
+            assert v_line[key] == pytest.approx(l_line[key], rel=1e-4, abs=1e-5), key
+
+
+@pytest.mark.parametrize(
+    "algorithm, extra",
+    [
+        ("sac_n", {}),  # tanh-Gaussian chain: shared-noise W2, sampled energy with log pi
+        ("iql", {"w2_method": "sinkhorn", "sinkhorn_K": 4}),  # Sinkhorn outside vmap
+    ],
+)
+def test_vectorized_noisy_terms_match_the_loop_on_average(algorithm, extra, tiny_run_args):
+    # Noise is drawn in another order by the two layouts, so compare expectations: the mean of
+    # each actor's energy and W2^2 over many draws, at the same parameters.
+    run = pogo_multi_main.setup(parse_config(tiny_run_args(algorithm, 3, **extra)))
+    chain = run.chain
+    assert chain.vectorized
+    with torch.no_grad():  # spread the actors apart so the W2 terms are not ~0
+        for actor in chain.chain:
+            for p in actor.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    states, actions = run.buffer.sample(64)[:2]
+    draws = 200
+    vec = torch.stack([torch.stack(chain._terms_vectorized(states, actions)) for _ in range(draws)])
+    loop = torch.stack([torch.stack(chain._terms_loop(states, actions)) for _ in range(draws)])
+    vec, loop = vec.detach(), loop.detach()  # [draws, 2 (energy, w2), E]
+    assert (loop[:, 1] > 1e-4).all()
+    spread = (vec.std(0) + loop.std(0)) / draws**0.5
+    assert ((vec.mean(0) - loop.mean(0)).abs() <= 5 * spread + 1e-4).all()
+
+
+def test_stacked_members_are_views_of_the_ensemble():
+    members = [GaussianMLP(5, 2) for _ in range(3)]
+    ensemble = StackedModules(members)
+    weight = ensemble.stacked()["net.0.weight"]  # [3, 256, 5]
+    torch.testing.assert_close(weight[1], members[1].net[0].weight)
+    with torch.no_grad():
+        weight[2].add_(1.0)  # an optimiser step on the stacked tensor shows in member 2
+    assert torch.equal(members[2].net[0].weight, weight[2])
+    members[0].load_state_dict(members[1].state_dict())  # and loading writes through
+    assert torch.equal(ensemble.stacked()["log_std"][0], ensemble.stacked()["log_std"][1])
+    assert not any(p.requires_grad for p in members[0].parameters())
+
+
+def test_mixed_chain_types_fall_back_to_the_loop(tiny_run_args):
+    argv = tiny_run_args(
+        "td3_bc",
+        3,
+        actor_configs='[{"type": "deterministic"}, {"type": "gaussian"}]',
+    )
+    run = pogo_multi_main.setup(parse_config(argv))
+    assert not run.chain.vectorized
+    assert not same_architecture([DeterministicMLP(5, 2), GaussianMLP(5, 2)])
+    pogo_multi_main.train(run)  # and it trains
