@@ -57,6 +57,8 @@ class PogoConfig:
     seed: int = 0
     # torch device; "auto" picks cuda when available
     device: str = "auto"
+    # torch CPU threads (torch.set_num_threads); null: torch's default, from OMP_NUM_THREADS
+    threads: Optional[int] = None
     # total gradient updates
     max_timesteps: int = 1_000_000
     # evaluate every actor (and checkpoint) every eval_freq updates
@@ -127,6 +129,8 @@ class PogoConfig:
         for key in ("tau", "discount"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"{key}: must be in [0, 1], got {getattr(self, key)}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads: must be >= 1 (or null), got {self.threads}")
         if self.minari_id is not None and self.dataset_path is not None:
             raise ConfigError("minari_id: set either minari_id or dataset_path, not both")
         if self.make_dataset_size is not None:

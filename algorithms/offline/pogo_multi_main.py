@@ -284,6 +284,8 @@ def setup(config: PogoConfig) -> Run:
     """Data, networks, outputs; every bad input fails here, before any training or writing."""
     algorithm = load_algorithm(config.algorithm)
     device = resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     family = parse_d4rl_name(config.env).family
     env_id = eval_env_id(config.env, config.eval_env)
     env = make_env(env_id)

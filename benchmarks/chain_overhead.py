@@ -1,0 +1,206 @@
+"""What the chain costs: updates/s with 1, 3, 5 actors, and where an update's time goes.
+
+    OMP_NUM_THREADS=1 python benchmarks/chain_overhead.py                  # the README's table
+    python benchmarks/chain_overhead.py --device cuda --threads 16         # on a GPU
+    python benchmarks/chain_overhead.py --algorithms iql --actors 1 3 --steps 100   # quick look
+
+Every case runs in this one process, on the same synthetic Hopper-sized dataset (speed does not
+depend on the data's values), with the run's own pieces: `run.buffer.sample`, `run.trainer.train`,
+`run.chain.update`, exactly the calls of `pogo_multi_main.train`. The ratio column is the time of
+an update over the time of the same case with `num_actors: 1`. The share columns split one
+update's time: data sampling, critic update (every optimiser of the trainer but actor 0's),
+actor-0 update (the stretch of `trainer.train` that ends with actor 0's optimiser step), the chain
+update, and evaluation (one evaluation of every actor, spread over `--eval_freq` updates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from algorithms.offline import pogo_multi_main  # noqa: E402
+from algorithms.offline.config import parse_config  # noqa: E402
+from algorithms.offline.data import write_hdf5  # noqa: E402
+
+ALGORITHMS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
+# IQL cases the targets are stated for: (chain actor type, extra overrides)
+IQL_CASES: dict[str, tuple[str | None, list[str]]] = {
+    "gaussian / closed_form": (None, []),
+    "tanh_gaussian / shared_noise": ("tanh_gaussian", []),
+    "deterministic / l2": ("deterministic", []),
+    "gaussian / sinkhorn K=8": (None, ["--w2_method", "sinkhorn", "--sinkhorn_K", "8"]),
+}
+SHARES = ("data", "critic", "actor 0", "chain", "eval")
+
+
+def synthetic_dataset(path: Path, n: int = 100_000, seed: int = 0) -> None:
+    """Random transitions with Hopper-v4's sizes and 1000-step episodes."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n + 1, 11)).astype(np.float32)
+    timeouts = np.zeros(n, dtype=bool)
+    timeouts[999::1000] = True
+    data = {
+        "observations": obs[:-1],
+        "actions": rng.uniform(-1, 1, size=(n, 3)).astype(np.float32),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "next_observations": obs[1:],
+        "terminals": np.zeros(n, dtype=bool),
+        "timeouts": timeouts,
+    }
+    write_hdf5(path, data, {})
+
+
+class StepTimer:
+    """Attributes the time up to each optimiser step to that optimiser's role."""
+
+    def __init__(self, sync: Callable[[], None]):
+        self.sync = sync
+        self.roles: dict[int, str] = {}
+        self.totals: dict[str, float] = defaultdict(float)
+        self.mark = time.perf_counter()
+        self.active = False
+        self.handle = register_optimizer_step_post_hook(self._on_step)
+
+    def _on_step(self, optimizer, args, kwargs) -> None:
+        if not self.active:
+            return
+        self.sync()
+        now = time.perf_counter()
+        self.totals[self.roles.get(id(optimizer), "critic")] += now - self.mark
+        self.mark = now
+
+    def start(self) -> None:
+        self.sync()
+        self.mark = time.perf_counter()
+
+    def add(self, role: str) -> None:
+        """Charge the time since the last mark to `role`."""
+        self.sync()
+        now = time.perf_counter()
+        self.totals[role] += now - self.mark
+        self.mark = now
+
+
+def measure(argv: list[str], steps: int, warmup: int, eval_freq: int, timer: StepTimer) -> dict:
+    """Seconds per update of one case, and each part's share of it."""
+    run = pogo_multi_main.setup(parse_config(argv))
+    trainer, chain, buffer, config = run.trainer, run.chain, run.buffer, run.config
+    actor0_params = {id(p) for p in trainer.actor.parameters()}
+    timer.roles = {}
+    for value in vars(trainer).values():
+        if isinstance(value, torch.optim.Optimizer):
+            params = {id(p) for g in value.param_groups for p in g["params"]}
+            timer.roles[id(value)] = "actor 0" if params <= actor0_params else "critic"
+    for opt in chain.optimizers:
+        timer.roles[id(opt)] = "chain"
+
+    def update() -> None:
+        batch = buffer.sample(config.batch_size)
+        timer.add("data")
+        trainer.train(batch)
+        timer.add("critic")  # whatever follows the last optimiser step inside train
+        if chain.chain and trainer.total_it % trainer.policy_freq == 0:
+            chain.update(batch[0], batch[1])
+            timer.add("chain")
+
+    for _ in range(warmup):
+        update()
+    timer.totals.clear()
+    timer.active = True
+    timer.start()
+    begin = time.perf_counter()
+    for _ in range(steps):
+        update()
+    per_update = (time.perf_counter() - begin) / steps
+    timer.active = False
+    start = time.perf_counter()
+    run.progress = tqdm(disable=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # evaluate's progress line
+        pogo_multi_main.evaluate(run)
+    eval_time = time.perf_counter() - start
+    run.logger.close()
+    shares = {k: timer.totals[k] / steps for k in SHARES if k != "eval"}
+    shares["eval"] = eval_time / eval_freq
+    total = sum(shares.values())
+    return {"per_update": per_update, "shares": {k: v / total for k, v in shares.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
+    parser.add_argument("--actors", nargs="+", type=int, default=[1, 3, 5])
+    parser.add_argument("--steps", type=int, default=300, help="timed updates per case")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--n_episodes", type=int, default=10, help="per evaluation")
+    parser.add_argument("--eval_freq", type=int, default=5000, help="updates per evaluation")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="config overrides")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    timer = StepTimer(sync)
+    tmp = Path(tempfile.mkdtemp(prefix="chain_overhead_"))
+    data = tmp / "hopper_synthetic.hdf5"
+    synthetic_dataset(data)
+
+    cases: list[tuple[str, str, str | None, list[str]]] = []
+    for algorithm in args.algorithms:
+        if algorithm == "iql":
+            cases += [("iql", name, kind, extra) for name, (kind, extra) in IQL_CASES.items()]
+        else:
+            cases.append((algorithm, "auto", None, []))
+    print(
+        f"device {args.device}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"{args.steps} timed updates per case; eval share: {args.n_episodes} episodes per "
+        f"actor every {args.eval_freq} updates\n"
+    )
+    print(
+        "| algorithm | chain | actors | updates/s | ratio to 1 actor | " + " | ".join(SHARES) + " |"
+    )
+    print("|---|---|---|---|---|" + "---|" * len(SHARES))
+    for algorithm, name, kind, extra in cases:
+        base = None
+        for n in args.actors:
+            configs = list(extra)
+            if kind is not None and n > 1:  # every chain actor of this type
+                specs = ", ".join([f"{{type: {kind}}}"] * (n - 1))
+                configs += ["--actor_configs", f"[{specs}]"]
+            argv = [
+                "--algorithm", algorithm, "--env", "hopper-medium-v2",
+                "--dataset_path", str(data), "--device", args.device,
+                "--num_actors", str(n), "--batch_size", str(args.batch_size),
+                "--n_episodes", str(args.n_episodes), "--max_timesteps", "1000000",
+                "--output_dir", str(tmp / "runs"), "--overwrite", "--no_wandb", "--quiet",
+                *configs, *args.extra,
+            ]  # fmt: skip
+            result = measure(argv, args.steps, args.warmup, args.eval_freq, timer)
+            base = result["per_update"] if n == 1 else base
+            ratio = f"{result['per_update'] / base:.2f}x" if base else "-"
+            shares = " | ".join(f"{100 * result['shares'][k]:.0f}%" for k in SHARES)
+            print(
+                f"| {algorithm} | {name} | {n} | {1 / result['per_update']:.1f} | {ratio} | "
+                f"{shares} |",
+                flush=True,
+            )
+    timer.handle.remove()
+
+
+if __name__ == "__main__":
+    main()
