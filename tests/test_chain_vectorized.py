@@ -102,3 +102,21 @@ def test_mixed_chain_types_fall_back_to_the_loop(tiny_run_args):
     assert not run.chain.vectorized
     assert not same_architecture([DeterministicMLP(5, 2), GaussianMLP(5, 2)])
     pogo_multi_main.train(run)  # and it trains
+
+
+def test_compiled_updates_give_the_eager_losses(tiny_run_args, tmp_path):
+    # aot_eager traces the updates as torch.compile does (Dynamo + AOTAutograd) without
+    # generating kernels, so the test takes seconds; `compile_backend: inductor` is the default.
+    def losses(**extra):
+        argv = tiny_run_args("iql", 3, max_timesteps=4, log_freq=1, eval_freq=4, **extra)
+        root = pogo_multi_main.main(argv)
+        lines = (root / "logs" / "train.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    eager = losses(output_dir=tmp_path / "eager")
+    compiled = losses(output_dir=tmp_path / "compiled", compile=True, compile_backend="aot_eager")
+    assert len(eager) == len(compiled) == 4
+    for e, c in zip(eager, compiled):
+        assert e.keys() == c.keys()
+        for key in e:
+            assert c[key] == pytest.approx(e[key], rel=1e-4, abs=1e-6), key

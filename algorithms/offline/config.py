@@ -24,6 +24,7 @@ ALGORITHMS: dict[str, str] = {
     name: f"algorithms.offline.{name}" for name in ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
 }
 ENERGY_FUNCTION_TYPES = ("q", "advantage")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 #: flags that take no value on the command line, and the config key each one sets
 CLI_FLAGS = {
     "--no_wandb": ("use_wandb", False),
@@ -59,6 +60,10 @@ class PogoConfig:
     device: str = "auto"
     # torch CPU threads (torch.set_num_threads); null: torch's default, from OMP_NUM_THREADS
     threads: Optional[int] = None
+    # torch.compile the base update and the chain update (for GPUs; slower on a small CPU)
+    compile: bool = False
+    # torch.compile backend: inductor (generated kernels), aot_eager (traced, no codegen)
+    compile_backend: str = "inductor"
     # total gradient updates
     max_timesteps: int = 1_000_000
     # evaluate every actor (and checkpoint) every eval_freq updates
@@ -161,6 +166,7 @@ class PogoConfig:
             "w2_method": W2_METHODS,
             "energy_function_type": ENERGY_FUNCTION_TYPES,
             "eval_mode": EVAL_MODES,
+            "compile_backend": COMPILE_BACKENDS,
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

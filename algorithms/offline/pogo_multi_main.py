@@ -297,6 +297,9 @@ def setup(config: PogoConfig) -> Run:
     set_seed(config.seed)  # the base algorithm's stream: its networks, its own noise
     trainer = algorithm.build(config, obs_dim, action_dim, max_action, device)
     chain = ActorChain(trainer, config, obs_dim, action_dim, max_action, device)
+    if config.compile:  # the same updates, traced and compiled on their first calls
+        trainer.train = torch.compile(trainer.train, backend=config.compile_backend)
+        chain.update = torch.compile(chain.update, backend=config.compile_backend)
     buffer = ReplayBuffer(dataset, device, seed=config.seed + BATCH_STREAM)
 
     root = check_run_dir(config)  # fail before wandb starts or anything is written
