@@ -1,0 +1,368 @@
+"""What the JAX chain (`pogo_multi_jax.py`) shares: the algorithm interface, W2^2 in JAX, data on
+the device, and the bridge to the project's (PyTorch-side) evaluation.
+
+W2^2 here is the same quantity as in `w2.py`, with the same names: per state, summed over action
+dimensions, shape [B]; `sinkhorn_w2_squared` is GeomLoss's debiased Sinkhorn divergence (cost
+`|x - y|^2 / 2`) times 2, computed in the log domain with the same epsilon-scaling, so one
+`w2_weight` means the same thing on both sides (tests/test_jax.py checks every estimator against
+its PyTorch twin). Which estimator a pair of policies gets is decided by `w2.resolve_w2_method`
+from the policies' type flags, as on the PyTorch side.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+
+from algorithms.offline.config import ConfigError, PogoConfig
+
+Params = Any  # a pytree of arrays
+Batch = dict[str, jax.Array]  # states [B, S], actions [B, A], rewards [B], next_states [B, S],
+# next_actions [B, A], dones [B]
+Log = dict[str, jax.Array]  # scalar losses
+
+
+# --------------------------------------------------------------------------------------------
+# The algorithm interface
+
+
+class AlgorithmInterface(abc.ABC):
+    """What a JAX base algorithm gives the chain; every method is pure and traced under `jit`.
+
+    `state` is the algorithm's whole training state as a pytree (networks, targets, optimiser
+    states). The chain only ever reads actor 0's parameters and calls `energy`; the critics are
+    updated by `update_critic`/`update_actor` with actor 0 alone.
+    """
+
+    #: actor 0's flax module; chain actors i >= 1 are the same module with their own parameters
+    actor: Any
+    #: actor 0 (and the chain) step on updates t with (t - 1) % policy_freq == 0
+    policy_freq: int = 1
+    #: True when actor 0's loss sees the critic as it was before this update's critic step
+    #: (FQL: one joint loss); False when it sees the freshly updated critic (TD3, ReBRAC)
+    actor_sees_critic_before_update: bool = False
+
+    def __init__(self, config: PogoConfig, state_dim: int, action_dim: int, max_action: float):
+        self.config = config
+        self.state_dim = state_dim
+        self.action_dim = action_dim
+        self.max_action = max_action
+
+    @abc.abstractmethod
+    def init(self, key: jax.Array) -> dict[str, Any]:
+        """The initial training state."""
+
+    @abc.abstractmethod
+    def update_critic(
+        self, state: dict[str, Any], batch: Batch, key: jax.Array
+    ) -> tuple[dict[str, Any], Log]:
+        """One critic step, exactly as the base algorithm."""
+
+    @abc.abstractmethod
+    def update_actor(
+        self, state: dict[str, Any], batch: Batch, key: jax.Array, critic: Params
+    ) -> tuple[dict[str, Any], Log]:
+        """One step of actor 0 (and whatever else the base algorithm updates with it),
+        with its loss seeing the critic parameters `critic`."""
+
+    @abc.abstractmethod
+    def energy(
+        self, state: dict[str, Any], actor_params: Params, states: jax.Array, key: jax.Array
+    ) -> jax.Array:
+        """The energy [B] a chain actor with `actor_params` minimises; differentiable in them."""
+
+    @abc.abstractmethod
+    def actor_params(self, state: dict[str, Any]) -> Params:
+        """Actor 0's parameters in `state`."""
+
+    def actor_optimizer(self) -> optax.GradientTransformation:
+        """The optimiser the base algorithm gives actor 0 (chain actors get the same)."""
+        return optax.adam(self.config.actor_lr)
+
+    def update(
+        self, state: dict[str, Any], batch: Batch, key: jax.Array, actor_step: jax.Array
+    ) -> tuple[dict[str, Any], Log, Log]:
+        """The base algorithm's whole update on one batch: the critic, then (when `actor_step`)
+        actor 0. Returns the state, the critic's log and actor 0's log (NaN where it did not
+        step: the loop keeps its last real values)."""
+        critic_key, actor_key = jax.random.split(key)
+        new_state, critic_log = self.update_critic(state, batch, critic_key)
+        critic = state["critic"] if self.actor_sees_critic_before_update else new_state["critic"]
+
+        def step(s: dict[str, Any]) -> tuple[dict[str, Any], Log]:
+            return self.update_actor(s, batch, actor_key, critic)
+
+        shapes = jax.eval_shape(step, new_state)[1]
+
+        def skip(s: dict[str, Any]) -> tuple[dict[str, Any], Log]:
+            return s, {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in shapes.items()}
+
+        new_state, actor_log = jax.lax.cond(actor_step, step, skip, new_state)
+        return new_state, critic_log, actor_log
+
+
+def check_jax_config(config: PogoConfig) -> None:
+    """What the JAX chain does not do (yet), refused at parse time with the key's name."""
+    if config.actor_configs is not None:
+        raise ConfigError(
+            "actor_configs: the JAX chain's actors share actor 0's type (stacked parameters); "
+            "leave it null"
+        )
+    if config.resume:
+        raise ConfigError(
+            "resume: the JAX chain writes no checkpoints to resume from; rerun with --overwrite"
+        )
+
+
+def q_energy(q: jax.Array, normalize: bool, scale: float = 1.0) -> jax.Array:
+    """`-Q` per state, or `-scale * Q / mean|Q|` (ReBRAC's, TD3+BC's normalisation): [B] -> [B].
+
+    The JAX twin of `interface.q_energy`.
+    """
+    if normalize:
+        return -scale * q / jax.lax.stop_gradient(jnp.abs(q).mean())
+    return -q
+
+
+def resolve_jax_device(device: str) -> jax.Device:
+    """`auto` (JAX's default backend), `cpu`, or `cuda`/`cuda:N`/`gpu`/`gpu:N`."""
+    kind, _, index = device.partition(":")
+    try:
+        if kind == "auto":
+            return jax.devices()[0]
+        if kind == "cpu":
+            return jax.devices("cpu")[0]
+        if kind in ("cuda", "gpu"):
+            return jax.devices("gpu")[int(index or 0)]
+    except (RuntimeError, IndexError, ValueError) as err:
+        raise ConfigError(f"device: JAX has no device {device!r} ({err})") from None
+    raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N for JAX, got {device!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# W2^2 between consecutive actors, on w2.py's scale
+
+
+def gaussian_w2_squared(
+    mean1: jax.Array, std1: jax.Array, mean2: jax.Array, std2: jax.Array
+) -> jax.Array:
+    """Exact W2^2 between diagonal Gaussians: [B, A] x 4 -> [B]."""
+    return ((mean1 - mean2) ** 2 + (std1 - std2) ** 2).sum(-1)
+
+
+def coupled_w2_squared(actions1: jax.Array, actions2: jax.Array) -> jax.Array:
+    """E ||x_k - y_k||^2 over paired samples: [B, K, A] x 2 -> [B]."""
+    return ((actions1 - actions2) ** 2).sum(-1).mean(-1)
+
+
+def _softmin(eps: jax.Array, cost: jax.Array, h: jax.Array) -> jax.Array:
+    """-eps log sum_j exp(h_j - C_ij / eps): cost [B, K, L], h [B, L] -> [B, K]."""
+    return -eps * jax.nn.logsumexp(h[:, None, :] - cost / eps, axis=-1)
+
+
+def sinkhorn_w2_squared(
+    x: jax.Array, y: jax.Array, blur: float = 0.05, scaling: float = 0.5
+) -> jax.Array:
+    """Sinkhorn-divergence estimate of W2^2 between K-sample clouds: [B, K, A] x 2 -> [B].
+
+    GeomLoss's `SamplesLoss("sinkhorn", p=2, blur, debias=True, scaling=0.5)` times 2, step by
+    step: uniform weights, cost `|x - y|^2 / 2`, its epsilon schedule (diameter^2, then down by
+    `scaling^2` per symmetric (averaged) update to blur^2; the diameter from one bounding box
+    over the batch), and one last full update through which the gradient flows (the potentials
+    are constants, as in GeomLoss). The schedule has a fixed length (steps past GeomLoss's are
+    skipped), enough for diameters up to 1e6 * blur. Biased for small K and large blur.
+    """
+    B, K, _ = x.shape
+    log_w = jnp.full((B, K), -math.log(K), x.dtype)  # uniform weights, both clouds have K points
+
+    def cost(u: jax.Array, v: jax.Array) -> jax.Array:
+        """C(u_i, v_j) [B, K, K], differentiable in u only: with the potentials fixed, that is
+        the envelope-theorem gradient (as GeomLoss; both sides would count it twice)."""
+        v = jax.lax.stop_gradient(v)
+        return 0.5 * ((u[:, :, None, :] - v[:, None, :, :]) ** 2).sum(-1)
+
+    c_xy, c_yx, c_xx, c_yy = cost(x, y), cost(y, x), cost(x, x), cost(y, y)
+    flat = jnp.concatenate([x, y], axis=1).reshape(-1, x.shape[-1])  # [B * 2K, A]
+    diameter = jax.lax.stop_gradient(jnp.linalg.norm(flat.max(0) - flat.min(0)))
+    log_d = jnp.log(jnp.maximum(diameter, 1e-6))
+    # GeomLoss: [d^2] + [exp(e) for e in arange(2 log d, 2 log blur, 2 log scaling)] + [blur^2]
+    n_anneal = jnp.maximum(jnp.ceil((math.log(blur) - log_d) / math.log(scaling)), 0)
+    steps = jnp.arange(2 + math.ceil(math.log(1e6) / -math.log(scaling)), dtype=x.dtype)  # [T]
+    annealed = jnp.exp(2 * log_d + 2 * (steps - 1) * math.log(scaling))
+    eps_list = jnp.where(steps == 0, jnp.exp(2 * log_d), annealed)
+    eps_list = jnp.where(steps - 1 < n_anneal, eps_list, blur**2)  # [T]
+    active = steps <= n_anneal + 1  # [T]
+
+    def body(potentials, eps_active):
+        eps, on = eps_active
+        f_ba, g_ab, f_aa, g_bb = potentials
+        ft_ba = _softmin(eps, c_xy, log_w + g_ab / eps)
+        gt_ab = _softmin(eps, c_yx, log_w + f_ba / eps)
+        ft_aa = _softmin(eps, c_xx, log_w + f_aa / eps)
+        gt_bb = _softmin(eps, c_yy, log_w + g_bb / eps)
+        new = (ft_ba, gt_ab, ft_aa, gt_bb)
+        return tuple(jnp.where(on, 0.5 * (p + n), p) for p, n in zip(potentials, new)), None
+
+    eps0 = eps_list[0]
+    init = (
+        _softmin(eps0, c_xy, log_w),
+        _softmin(eps0, c_yx, log_w),
+        _softmin(eps0, c_xx, log_w),
+        _softmin(eps0, c_yy, log_w),
+    )
+    potentials, _ = jax.lax.scan(body, init, (eps_list, active))
+    f_ba, g_ab, f_aa, g_bb = jax.lax.stop_gradient(potentials)
+    eps = blur**2
+    # last extrapolation: one full update, differentiable in x and y through the costs
+    f_ba, g_ab = (
+        _softmin(eps, c_xy, log_w + g_ab / eps),
+        _softmin(eps, c_yx, log_w + f_ba / eps),
+    )
+    f_aa = _softmin(eps, c_xx, log_w + f_aa / eps)
+    g_bb = _softmin(eps, c_yy, log_w + g_bb / eps)
+    divergence = ((f_ba - f_aa) + (g_ab - g_bb)).mean(-1)  # <a, f_ba - f_aa> + <b, g_ab - g_bb>
+    return 2.0 * divergence  # [B]
+
+
+def w2_squared(
+    policy: Any,
+    params: Params,
+    previous_params: Params,
+    states: jax.Array,
+    method: str,
+    key: jax.Array,
+    K: int = 8,
+    blur: float = 0.05,
+) -> jax.Array:
+    """W2^2(pi(.|s), previous(.|s)) per state [B] between two policies of the same flax module;
+    gradients reach `params` only. `method` is resolved (`w2.resolve_w2_method`)."""
+    previous_params = jax.lax.stop_gradient(previous_params)
+    if method == "l2" and not policy.is_stochastic:
+        actions = policy.apply(params, states, method="mean_actions")  # [B, A]
+        previous = policy.apply(previous_params, states, method="mean_actions")  # [B, A]
+        return ((actions - previous) ** 2).sum(-1)
+    noise_shape = (states.shape[0], K, policy.noise_dim)
+    if method in ("shared_noise", "l2"):
+        noise = jax.random.normal(key, noise_shape, states.dtype)  # [B, K, Z]
+        actions = policy.apply(params, states, noise, method="actions_from_noise")  # [B, K, A]
+        previous = policy.apply(previous_params, states, noise, method="actions_from_noise")
+        return coupled_w2_squared(actions, previous)
+    if method == "sinkhorn":
+        key_1, key_2 = jax.random.split(key)
+        noise_1 = jax.random.normal(key_1, noise_shape, states.dtype)
+        noise_2 = jax.random.normal(key_2, noise_shape, states.dtype)
+        actions = policy.apply(params, states, noise_1, method="actions_from_noise")
+        previous = policy.apply(previous_params, states, noise_2, method="actions_from_noise")
+        return sinkhorn_w2_squared(actions, previous, blur)
+    raise ValueError(f"w2_method: {method!r} is not available for the JAX policies")
+
+
+# --------------------------------------------------------------------------------------------
+# Data on the device
+
+
+def next_actions(dataset: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
+    """The dataset action taken at each transition's next state, [N, A], and how many are
+    missing (filled with the transition's own action).
+
+    `data.qlearning_dataset` keeps transition i's next state as the state of the following row;
+    when that row is also a kept transition its action is the next action (ReBRAC's buffer). It
+    is missing only where the following row was dropped (a timeout row) or is past the end.
+    """
+    states, next_states = dataset["observations"], dataset["next_observations"]  # [N, S]
+    actions = dataset["actions"]  # [N, A]
+    follows = np.zeros(len(actions), dtype=bool)  # [N]
+    follows[:-1] = (states[1:] == next_states[:-1]).all(axis=1)
+    result = actions.copy()
+    result[:-1][follows[:-1]] = actions[1:][follows[:-1]]
+    return result, int((~follows).sum())
+
+
+def device_dataset(
+    dataset: dict[str, np.ndarray], device: jax.Device, with_next_actions: bool
+) -> dict[str, jax.Array]:
+    """The training set as float32 arrays on `device` (batches are gathered there)."""
+    data = {
+        "states": dataset["observations"],
+        "actions": dataset["actions"],
+        "rewards": dataset["rewards"].reshape(-1),
+        "next_states": dataset["next_observations"],
+        "dones": dataset["terminals"].reshape(-1),
+    }
+    if with_next_actions:
+        data["next_actions"] = next_actions(dataset)[0]
+    return {k: jax.device_put(np.asarray(v, dtype=np.float32), device) for k, v in data.items()}
+
+
+def sample_batch(data: dict[str, jax.Array], key: jax.Array, batch_size: int) -> Batch:
+    """A uniform batch with replacement (like the PyTorch ReplayBuffer), inside `jit`."""
+    size = data["states"].shape[0]
+    idx = jax.random.randint(key, (batch_size,), 0, size)  # [B]
+    return {k: v[idx] for k, v in data.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation through the project's `evaluate_actors`
+
+
+class EvalPolicy:
+    """A JAX policy with fixed parameters seen through `ActorAPI`, so the project's
+    `utils_pytorch.evaluate_actors` plays its episodes: same seeds, same lockstep episodes, the
+    policy noise drawn from that actor's own evaluation stream (torch's RNG inside it)."""
+
+    has_log_prob = False
+
+    def __init__(self, policy: Any, params: Params, fns: EvalFns, max_batch: int):
+        self.policy, self.params, self.fns = policy, params, fns
+        self.is_gaussian = policy.is_gaussian
+        self.is_stochastic = policy.is_stochastic
+        self.max_batch = max_batch
+        self.training = False
+
+    def eval(self) -> EvalPolicy:
+        return self
+
+    def train(self, mode: bool = True) -> EvalPolicy:
+        return self
+
+    def _padded(self, array: np.ndarray) -> tuple[np.ndarray, int]:
+        """Pad the batch to a fixed size: one compiled function however many episodes live."""
+        n = array.shape[0]
+        size = max(self.max_batch, n)
+        return np.concatenate([array, np.zeros((size - n, *array.shape[1:]), array.dtype)]), n
+
+    def deterministic_actions(self, states: torch.Tensor) -> torch.Tensor:
+        padded, n = self._padded(states.cpu().numpy())
+        actions = np.array(self.fns.mean(self.params, padded))[:n]  # [B, A]
+        return torch.from_numpy(actions)
+
+    def sample_actions(
+        self,
+        states: torch.Tensor,
+        K: int = 1,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        noise = torch.randn((states.shape[0], K, self.policy.noise_dim), generator=generator)
+        padded, n = self._padded(states.cpu().numpy())
+        padded_noise, _ = self._padded(noise.numpy())
+        actions = np.array(self.fns.noise(self.params, padded, padded_noise))[:n]  # [B, K, A]
+        return torch.from_numpy(actions)
+
+
+class EvalFns:
+    """The jitted calls evaluation makes, compiled once per run."""
+
+    def __init__(self, policy: Any):
+        self.mean: Callable = jax.jit(lambda p, s: policy.apply(p, s, method="mean_actions"))
+        self.noise: Callable = jax.jit(
+            lambda p, s, z: policy.apply(p, s, z, method="actions_from_noise")
+        )
