@@ -38,7 +38,7 @@ def test_actor_configs_from_cli():
         ("algorithm: iql\nalpha: 2.5\n", r"unknown config key 'alpha'"),  # a td3_bc key
         (
             "algorithm: sac\n",
-            r"algorithm: unknown 'sac'; known: \['awac', 'cql', 'edac', 'iql', 'sac_n', 'td3_bc'\]",
+            r"algorithm: unknown 'sac'; known: \['awac', 'cql', 'edac', 'fql', 'iql', 'rebrac', 'sac_n', 'td3_bc'\]",
         ),
         ("seed: abc\n", r"seed: cannot read 'abc' as"),
         ("num_actors: 3\nw2_weights: [1, 2, 3]\n", r"w2_weights: 3 values for num_actors=3"),

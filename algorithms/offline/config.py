@@ -19,9 +19,11 @@ import yaml
 from algorithms.networks.policy_call import EVAL_MODES
 from algorithms.offline.w2 import W2_METHODS
 
-#: algorithm name -> module; each module exposes `Config` and `build(...)` (see interface.py)
+#: algorithm name -> module; each module exposes `Config` and `build(...)` (see interface.py);
+#: rebrac and fql are JAX (`make(...)`, run by pogo_multi_jax)
 ALGORITHMS: dict[str, str] = {
-    name: f"algorithms.offline.{name}" for name in ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
+    name: f"algorithms.offline.{name}"
+    for name in ("iql", "td3_bc", "cql", "awac", "sac_n", "edac", "rebrac", "fql")
 }
 ENERGY_FUNCTION_TYPES = ("q", "advantage")
 COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")

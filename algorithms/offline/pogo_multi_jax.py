@@ -1,0 +1,376 @@
+"""POGO multi-actor in JAX: the chain pi_0 -> ... -> pi_{N-1} on ReBRAC or FQL.
+
+The same chain as `pogo_multi_main.py`, on a JAX base algorithm (`utils_jax.AlgorithmInterface`):
+
+* Actor 0 and the critics are the base algorithm's, updated by its own losses, unchanged: the
+  critics only ever see actor 0.
+* On the updates where actor 0 steps, every actor i >= 1 takes one step on
+
+      L_i = E[ energy_i(s) ] + w_i * E[ W2^2(pi_i(.|s), stopgrad pi_{i-1}(.|s)) ]
+
+  (energy from the algorithm file, W2^2 from `utils_jax`, on `w2.py`'s scale), seeing its
+  predecessor as it is at that moment; then the chain's Polyak targets follow (nothing trains
+  on them, as on the PyTorch side).
+* Chain actors share actor 0's flax module; their parameters are stacked on a leading axis and
+  updated with `vmap`. The whole update of one batch (critic, actor 0, all chain actors) is one
+  traced function, run `log_freq`/`eval_freq` updates at a time inside one jitted loop.
+* Batches, the base algorithm and the chain draw from separate keys, so actor 0 and the critics
+  are the same whatever `num_actors` is.
+
+Data, evaluation, config validation and outputs are the PyTorch side's (`data.py`, `envs.py`,
+`utils_pytorch.evaluate_actors`, `config.py`, `run_io.py`). Checkpoints are not written: `--resume`
+is refused.
+
+Run: python -m algorithms.offline.pogo_multi_jax --config_path configs/offline/pogo_multi/...yaml
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
+from algorithms.offline.envs import eval_env_id, make_env, normalized_score, parse_d4rl_name
+from algorithms.offline.pogo_multi_main import load_data
+from algorithms.offline.run_io import RunLogger, check_run_dir, init_wandb, prepare_run_dir
+from algorithms.offline.utils_jax import (
+    AlgorithmInterface,
+    Batch,
+    EvalFns,
+    EvalPolicy,
+    Log,
+    device_dataset,
+    next_actions,
+    resolve_jax_device,
+    sample_batch,
+    w2_squared,
+)
+from algorithms.offline.utils_pytorch import (
+    NonFiniteError,
+    check_finite_losses,
+    evaluate_actors,
+    release_free_memory,
+)
+from algorithms.offline.w2 import resolve_w2_method
+
+Carry = dict[str, Any]  # everything one update reads and writes (a pytree)
+
+
+def _nan_like(log: dict[str, jax.ShapeDtypeStruct]) -> Log:
+    return {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in log.items()}
+
+
+class Chain:
+    """Actors 1..N-1 as one stacked set of parameters, their optimiser states and targets."""
+
+    def __init__(self, algo: AlgorithmInterface, config: PogoConfig, w2_method: str):
+        self.algo = algo
+        self.config = config
+        self.n = config.num_actors - 1
+        self.w2_method = w2_method
+        self.tx = algo.actor_optimizer()
+        self.weights = jnp.asarray(config.w2_weights[: self.n], jnp.float32)  # [N-1]
+
+    def init(self, actor0: Any) -> dict[str, Any]:
+        """Every chain actor starts as a copy of actor 0 (its type and initial weights)."""
+        if self.n == 0:
+            return {}
+        params = jax.tree_util.tree_map(lambda p: jnp.stack([p] * self.n), actor0)  # [N-1, ...]
+        return {"params": params, "targets": params, "opt": jax.vmap(self.tx.init)(params)}
+
+    def update(
+        self, base: dict[str, Any], chain: dict[str, Any], states: jax.Array, key: jax.Array
+    ) -> tuple[dict[str, Any], Log]:
+        """One JKO step of every chain actor on states [B, S], all at once."""
+        c, algo = self.config, self.algo
+        actor0 = algo.actor_params(base)
+        # predecessor of actor i: actor 0 after its step for i = 1, else actor i-1 before its own
+        previous = jax.tree_util.tree_map(
+            lambda a0, p: jnp.concatenate([a0[None], p[:-1]], axis=0), actor0, chain["params"]
+        )
+
+        def loss(params, previous_params, weight, key):
+            energy_key, w2_key = jax.random.split(key)
+            energy = algo.energy(base, params, states, energy_key).mean()
+            w2 = w2_squared(
+                algo.actor,
+                params,
+                previous_params,
+                states,
+                self.w2_method,
+                w2_key,
+                K=c.sinkhorn_K,
+                blur=c.sinkhorn_blur,
+            ).mean()
+            total = energy + weight * w2
+            return total, (energy, w2, total)
+
+        keys = jax.random.split(key, self.n)
+        grads, (energy, w2, total) = jax.vmap(jax.grad(loss, has_aux=True))(
+            chain["params"], previous, self.weights, keys
+        )
+        updates, opt = jax.vmap(self.tx.update)(grads, chain["opt"], chain["params"])
+        params = optax.apply_updates(chain["params"], updates)
+        targets = optax.incremental_update(params, chain["targets"], c.tau)
+        log: Log = {}
+        for i in range(1, self.n + 1):
+            log[f"chain/energy_{i}"] = energy[i - 1]
+            log[f"chain/w2_{i}"] = w2[i - 1]
+            log[f"chain/loss_{i}"] = total[i - 1]
+        return {"params": params, "targets": targets, "opt": opt}, log
+
+    def actor(self, chain: dict[str, Any], i: int) -> Any:
+        """Chain actor i's (1..N-1) parameters."""
+        return jax.tree_util.tree_map(lambda p: p[i - 1], chain["params"])
+
+
+def make_update(algo: AlgorithmInterface, chain: Chain, batch_size: int):
+    """`update(carry, data) -> carry`: one batch, critic + actor 0 + every chain actor.
+
+    The dataset is an argument, not a closure: a captured array would be compiled in as a
+    constant.
+    """
+
+    def step(carry: Carry, data: dict[str, jax.Array]) -> tuple[Carry, Log, Log]:
+        t = carry["step"] + 1
+        keys = carry["keys"]
+        batch_key, batch_sub = jax.random.split(keys["batch"])
+        base_key, base_sub = jax.random.split(keys["base"])
+        chain_key, chain_sub = jax.random.split(keys["chain"])
+        batch: Batch = sample_batch(data, batch_sub, batch_size)
+        actor_step = (t - 1) % algo.policy_freq == 0
+        base, critic_log, actor_log = algo.update(carry["base"], batch, base_sub, actor_step)
+        links = carry["chain"]
+        if chain.n:
+            shapes = jax.eval_shape(chain.update, base, links, batch["states"], chain_sub)[1]
+            links, chain_log = jax.lax.cond(
+                actor_step,
+                lambda: chain.update(base, links, batch["states"], chain_sub),
+                lambda: (links, _nan_like(shapes)),
+            )
+            actor_log = {**actor_log, **chain_log}
+        new = {
+            "step": t,
+            "keys": {"batch": batch_key, "base": base_key, "chain": chain_key},
+            "base": base,
+            "chain": links,
+        }
+        return new, critic_log, {"actor_step": actor_step, **actor_log}
+
+    def update(carry: Carry, data: dict[str, jax.Array]) -> Carry:
+        new, critic_log, actor_log = step(carry, data)
+        actor_step = actor_log.pop("actor_step")
+        # losses of actors that did not step this update keep their last values
+        kept = {k: jnp.where(actor_step, v, carry["log"][k]) for k, v in actor_log.items()}
+        return {**new, "log": {**critic_log, **kept}}
+
+    def log_shapes(carry: Carry, data: dict[str, jax.Array]) -> dict[str, jax.ShapeDtypeStruct]:
+        _, critic_log, actor_log = jax.eval_shape(step, carry, data)
+        actor_log.pop("actor_step")
+        return {**critic_log, **actor_log}
+
+    return update, log_shapes
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a run needs, built and checked before the first update."""
+
+    config: PogoConfig
+    algo: AlgorithmInterface
+    chain: Chain
+    carry: Carry
+    run_updates: Any  # jitted (carry, data, n) -> carry after n updates
+    data: dict[str, jax.Array]  # the training set on the device
+    eval_fns: EvalFns
+    logger: RunLogger
+    root: Path
+    env_id: str
+    family: str
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    device: jax.Device
+    n_transitions: int
+    step: int = 0
+    progress: Any = None
+    clock: tuple[float, int] = (0.0, 0)
+    scores: np.ndarray | None = None  # [n_actors, n_episodes] of the last evaluation
+
+
+def setup(config: PogoConfig) -> Run:
+    """Data, networks, outputs; every bad input fails here, before any training or writing."""
+    module = load_algorithm(config.algorithm)
+    if getattr(module, "BACKEND", "torch") != "jax":
+        raise ConfigError(
+            f"algorithm: {config.algorithm} is a PyTorch algorithm; run "
+            "python -m algorithms.offline.pogo_multi_main"
+        )
+    device = resolve_jax_device(config.device)
+    family = parse_d4rl_name(config.env).family
+    env_id = eval_env_id(config.env, config.eval_env)
+    env = make_env(env_id)
+    obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    max_action = float(env.action_space.high[0])
+    env.close()
+    dataset, state_mean, state_std = load_data(config, obs_dim, action_dim, env_id)
+
+    algo: AlgorithmInterface = module.make(config, obs_dim, action_dim, max_action)
+    try:
+        w2_method = resolve_w2_method(algo.actor, algo.actor, config.w2_method)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    chain = Chain(algo, config, w2_method)
+    root = check_run_dir(config)  # fail before wandb starts or anything is written
+
+    with_next = config.algorithm == "rebrac"  # ReBRAC's critic penalty needs a'_data
+    if with_next:
+        missing = next_actions(dataset)[1]
+        if missing:
+            print(
+                f"{missing} of {len(dataset['actions'])} transitions have no next action in the "
+                "data (the following row was a dropped timeout or the end); their own action "
+                "stands in for it in the critic's BC penalty"
+            )
+    data = device_dataset(dataset, device, with_next)
+    update, log_shapes = make_update(algo, chain, config.batch_size)
+
+    @jax.jit
+    def initial_carry(seed_key: jax.Array, data: dict[str, jax.Array]) -> Carry:
+        """Networks, optimisers, keys; compiled (flax's init op by op is slow on the CPU)."""
+        base_key, chain_key, batch_key = jax.random.split(seed_key, 3)
+        base = algo.init(base_key)
+        carry: Carry = {
+            "step": jnp.asarray(0, jnp.int32),
+            "keys": {
+                "batch": batch_key,
+                "base": jax.random.fold_in(base_key, 1),
+                "chain": chain_key,
+            },
+            "base": base,
+            "chain": chain.init(algo.actor_params(base)),
+        }
+        shapes = log_shapes(carry, data)
+        carry["log"] = {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+        return carry
+
+    carry = initial_carry(jax.device_put(jax.random.key(config.seed), device), data)
+
+    @jax.jit
+    def run_updates(carry: Carry, data: dict[str, jax.Array], n: jax.Array) -> Carry:
+        return jax.lax.fori_loop(0, n, lambda _, c: update(c, data), carry)
+
+    wandb_run = init_wandb(config, root) if config.use_wandb else None
+    prepare_run_dir(config)
+    logger = RunLogger(root, config, wandb_run)
+    return Run(
+        config,
+        algo,
+        chain,
+        carry,
+        run_updates,
+        data,
+        EvalFns(algo.actor),
+        logger,
+        root,
+        env_id,
+        family,
+        state_mean,
+        state_std,
+        device,
+        len(dataset["actions"]),
+    )
+
+
+def train(run: Run) -> Path:
+    """The training loop; returns the run directory (logs/eval.csv, logs/train.jsonl)."""
+    config = run.config
+    print(
+        f"POGO {config.algorithm} (JAX on {run.device.platform}) on {config.env}: "
+        f"{run.n_transitions} transitions, eval on {run.env_id}, {config.num_actors} actors, "
+        f"W2 {run.chain.w2_method if run.chain.n else 'none'}, outputs in {run.root}"
+    )
+    show_bar = not config.quiet and sys.stderr.isatty()
+    run.progress = tqdm(total=config.max_timesteps, initial=run.step, disable=not show_bar,
+                        unit="upd", dynamic_ncols=True, smoothing=0.05)  # fmt: skip
+    run.clock = (time.perf_counter(), run.step)
+    while run.step < config.max_timesteps:
+        t = run.step
+        stop = min(
+            (t // config.log_freq + 1) * config.log_freq,
+            (t // config.eval_freq + 1) * config.eval_freq,
+            config.max_timesteps,
+        )
+        run.carry = run.run_updates(run.carry, run.data, jnp.asarray(stop - t, jnp.int32))
+        run.step = stop
+        log = {k: float(v) for k, v in jax.device_get(run.carry["log"]).items()}
+        check_finite_losses(log, stop, None)  # the losses of the last update of the stretch
+        if stop % config.log_freq == 0:
+            run.logger.log_train(stop, log)
+        run.progress.update(stop - t)
+        if stop % config.eval_freq == 0 or stop == config.max_timesteps:
+            evaluate(run)
+    run.progress.close()
+    run.logger.close()
+    if run.scores is not None:
+        final = ", ".join(f"actor {i} {s.mean():.1f}" for i, s in enumerate(run.scores))
+        print(f"final normalised scores (step {run.step}): {final}; logs in {run.root / 'logs'}")
+    return run.root
+
+
+def eval_policies(run: Run) -> list[EvalPolicy]:
+    """Every actor of the chain with its current parameters, as `evaluate_actors` plays them."""
+    base, links = run.carry["base"], run.carry["chain"]
+    params = [run.algo.actor_params(base)]
+    params += [run.chain.actor(links, i) for i in range(1, run.chain.n + 1)]
+    return [EvalPolicy(run.algo.actor, p, run.eval_fns, run.config.n_episodes) for p in params]
+
+
+def evaluate(run: Run) -> None:
+    """Evaluate every actor of the chain on the same episodes and log."""
+    config = run.config
+    returns = evaluate_actors(
+        eval_policies(run),
+        run.env_id,
+        config.n_episodes,
+        config.seed,
+        run.state_mean,
+        run.state_std,
+        config.eval_mode,
+        "cpu",  # the torch side of evaluation: its random streams
+    )
+    scores = normalized_score(run.family, returns)  # [n_actors, n_episodes]
+    run.scores = scores
+    run.logger.log_eval(run.step, returns, scores)
+    start, start_step = run.clock
+    run.clock = (time.perf_counter(), run.step)
+    speed = (run.step - start_step) / max(run.clock[0] - start, 1e-9)
+    per_actor = "  ".join(
+        f"actor {i}: {s.mean():.1f} +- {s.std():.1f}" for i, s in enumerate(scores)
+    )
+    run.progress.write(f"step {run.step}: {per_actor}  ({speed:.1f} updates/s)")
+    run.progress.set_postfix({f"actor {i}": f"{s.mean():.1f}" for i, s in enumerate(scores)})
+    release_free_memory()
+
+
+def main(argv: list[str] | None = None) -> Path:
+    try:
+        run = setup(parse_config(argv))
+    except ValueError as err:  # ConfigError, DatasetError, a bad env name: one line, no trace
+        sys.exit(f"error: {err}")
+    try:
+        return train(run)
+    except NonFiniteError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
