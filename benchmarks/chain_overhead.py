@@ -25,7 +25,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from tqdm import tqdm
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from algorithms.offline import pogo_multi_main  # noqa: E402
 from algorithms.offline.config import parse_config  # noqa: E402
 from algorithms.offline.data import write_hdf5  # noqa: E402
+from algorithms.offline.make_dataset import make_synthetic_dataset  # noqa: E402
 
 ALGORITHMS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
 # IQL cases the targets are stated for: (chain actor type, extra overrides)
@@ -45,23 +45,6 @@ IQL_CASES: dict[str, tuple[str | None, list[str]]] = {
     "gaussian / sinkhorn K=8": (None, ["--w2_method", "sinkhorn", "--sinkhorn_K", "8"]),
 }
 SHARES = ("data", "critic", "actor 0", "chain", "eval")
-
-
-def synthetic_dataset(path: Path, n: int = 100_000, seed: int = 0) -> None:
-    """Random transitions with Hopper-v4's sizes and 1000-step episodes."""
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(n + 1, 11)).astype(np.float32)
-    timeouts = np.zeros(n, dtype=bool)
-    timeouts[999::1000] = True
-    data = {
-        "observations": obs[:-1],
-        "actions": rng.uniform(-1, 1, size=(n, 3)).astype(np.float32),
-        "rewards": rng.normal(size=n).astype(np.float32),
-        "next_observations": obs[1:],
-        "terminals": np.zeros(n, dtype=bool),
-        "timeouts": timeouts,
-    }
-    write_hdf5(path, data, {})
 
 
 class StepTimer:
@@ -158,7 +141,7 @@ def main() -> None:
     timer = StepTimer(sync)
     tmp = Path(tempfile.mkdtemp(prefix="chain_overhead_"))
     data = tmp / "hopper_synthetic.hdf5"
-    synthetic_dataset(data)
+    write_hdf5(data, make_synthetic_dataset(100_000, 11, 3), {})  # Hopper's sizes
 
     cases: list[tuple[str, str, str | None, list[str]]] = []
     for algorithm in args.algorithms:

@@ -20,11 +20,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from algorithms.offline.data import write_hdf5  # noqa: E402
+from algorithms.offline.make_dataset import make_synthetic_dataset  # noqa: E402
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS:") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
@@ -43,10 +47,19 @@ def main() -> int:
     parser.add_argument("--sample_every", type=int, default=10_000)
     parser.add_argument("--max_growth", type=float, default=0.05, help="allowed RSS growth")
     parser.add_argument("--report", type=Path, help="also write the markdown table here")
+    parser.add_argument(
+        "--synthetic_rows",
+        type=int,
+        help="train on a synthetic HalfCheetah-sized dataset of this many rows (e.g. 2000000)",
+    )
     args, main_args = parser.parse_known_args()
     main_args = [a for a in main_args if a != "--"]
 
     out = Path(tempfile.mkdtemp(prefix="pogo_memory_"))
+    if args.synthetic_rows:  # D4RL's largest locomotion sets have 2M rows
+        data = out / "synthetic.hdf5"
+        write_hdf5(data, make_synthetic_dataset(args.synthetic_rows, 17, 6), {})
+        main_args += ["--env", "halfcheetah-medium-v2", "--dataset_path", str(data)]
     cmd = [sys.executable, "-m", "algorithms.offline.pogo_multi_main", *main_args]
     cmd += ["--max_timesteps", str(args.steps), "--num_actors", str(args.num_actors)]
     cmd += ["--w2_weights", "10", "--log_freq", str(args.sample_every)]
@@ -55,10 +68,15 @@ def main() -> int:
     print(" ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
     samples: list[tuple[int, float, float]] = []  # step, RSS MiB, seconds
+    peak = 0.0  # the kernel's high-water mark of RSS (VmHWM), last read
     start = time.time()
     train_log = None
     while proc.poll() is None:
         time.sleep(0.5)
+        try:
+            peak = rss_mib(proc.pid, "VmHWM:")
+        except (FileNotFoundError, RuntimeError):
+            pass
         if train_log is None:
             found = list(out.rglob("train.jsonl"))
             train_log = found[0] if found else None
@@ -78,6 +96,7 @@ def main() -> int:
     base, last = samples[min(1, len(samples) - 1)][1], samples[-1][1]
     growth = (last - base) / base
     rows.append(f"\nRSS growth from step {samples[min(1, len(samples) - 1)][0]}: {growth:+.1%}")
+    rows.append(f"peak RSS (VmHWM, incl. loading the dataset): {peak:.0f} MiB")
     table = "\n".join(rows)
     print(table)
     if args.report:

@@ -103,6 +103,24 @@ def make_random_dataset(
     return rollout(name.family, size, seed, None, f"{env_name} (random)", progress)
 
 
+def make_synthetic_dataset(
+    size: int, obs_dim: int, action_dim: int, seed: int = 0, episode_len: int = 1000
+) -> dict[str, np.ndarray]:
+    """Random numbers in D4RL's layout, no env: for benchmarks and memory checks (sizes matter)."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(size + 1, obs_dim)).astype(np.float32)
+    timeouts = np.zeros(size, dtype=bool)
+    timeouts[episode_len - 1 :: episode_len] = True
+    return {
+        "observations": obs[:-1],
+        "actions": rng.uniform(-1, 1, size=(size, action_dim)).astype(np.float32),
+        "rewards": rng.normal(size=size).astype(np.float32),
+        "next_observations": obs[1:],
+        "terminals": np.zeros(size, dtype=bool),
+        "timeouts": timeouts,
+    }
+
+
 def actor_policy(actor: BaseActor, seed: int) -> Policy:
     """Sample the actor's actions (D4RL sampled its SAC policies, not their means), seeded."""
     generator = torch.Generator().manual_seed(seed)
