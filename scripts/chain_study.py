@@ -1,0 +1,164 @@
+"""Chain study: algorithms x envs x datasets x seeds x w2_weights on the local datasets.
+
+    python scripts/chain_study.py --dry-run                       # the plan: datasets, runs
+    python scripts/chain_study.py --jobs 2 --max_timesteps 50000  # run it (resumable), then tables
+
+Each run is the shipped config (`configs/offline/pogo_multi/<env>/<dataset>_v2_<algo>.yaml`)
+with `--w2_weights [w]`, on a dataset made here (`data/<env>_<dataset>-v2.hdf5`, made first if
+missing, `--dataset_size` rows) and written under `<out>/w<w>/`. Runs go `--jobs` at a time with
+`OMP_NUM_THREADS=--threads` each; arguments after `--` override config keys in every run. Run
+again after an interruption: finished runs are skipped and interrupted ones continue with
+`--resume`. At the end the results table of every actor is printed for each weight (the results
+command), and written to `<out>/w<w>.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from algorithms.offline.config import ALGORITHMS, PogoConfig  # noqa: E402
+from algorithms.offline.envs import ENV_IDS, parse_d4rl_name  # noqa: E402
+from algorithms.offline.make_dataset import MAKEABLE_KINDS  # noqa: E402
+from algorithms.offline.run_io import CheckpointStore, run_dir  # noqa: E402
+
+
+def dataset_file(data_dir: Path, env: str, dataset: str) -> Path:
+    return data_dir / parse_d4rl_name(f"{env}-{dataset}-v2").file_name
+
+
+def weight_dir(out: Path, weight: float) -> Path:
+    return out / f"w{weight:g}"
+
+
+def run_state(root: Path, max_timesteps: int) -> str:
+    """'done' (evaluated at the last step), 'partial' (resumable), 'stale' (logs, no
+    checkpoint: start again) or 'new'."""
+    eval_csv = root / "logs" / "eval.csv"
+    if not eval_csv.is_file():
+        return "new"
+    rows = eval_csv.read_text().splitlines()[1:]
+    if rows and int(rows[-1].split(",")[0]) >= max_timesteps:
+        return "done"
+    if CheckpointStore(root / "checkpoints", keep=1).latest_path() is not None:
+        return "partial"
+    return "stale"
+
+
+def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], int]:
+    """(dataset commands, run commands, runs already done)."""
+    py = [sys.executable]
+    datasets, runs, done = [], [], 0
+    for env in args.envs:
+        for dataset in args.datasets:
+            path = dataset_file(args.data_dir, env, dataset)
+            if not path.is_file():
+                datasets.append(
+                    [*py, "-m", "algorithms.offline.make_dataset", "--env", f"{env}-{dataset}-v2"]
+                    + ["--size", str(args.dataset_size), "--seed", "0", "--out", str(path)]
+                )
+            for algorithm in args.algorithms:
+                config = f"configs/offline/pogo_multi/{env}/{dataset.replace('-', '_')}_v2_"
+                config += f"{algorithm}.yaml"
+                for weight in args.w2_weights:
+                    for seed in args.seeds:
+                        out = weight_dir(args.out, weight)
+                        root = run_dir(
+                            PogoConfig(
+                                algorithm, f"{env}-{dataset}-v2", output_dir=str(out), seed=seed
+                            )
+                        )
+                        state = run_state(root, args.max_timesteps)
+                        if state == "done":
+                            done += 1
+                            continue
+                        cmd = [*py, "-m", "algorithms.offline.pogo_multi_main"]
+                        cmd += ["--config_path", config, "--seed", str(seed)]
+                        cmd += ["--dataset_path", str(path), "--w2_weights", f"[{weight:g}]"]
+                        cmd += ["--max_timesteps", str(args.max_timesteps)]
+                        cmd += ["--n_episodes", str(args.n_episodes), "--no_wandb", "--quiet"]
+                        cmd += ["--output_dir", str(out), *args.extra]
+                        cmd += {"partial": ["--resume"], "stale": ["--overwrite"]}.get(state, [])
+                        runs.append(cmd)
+    return datasets, runs, done
+
+
+def run_all(commands: list[list[str]], jobs: int, threads: int, log_dir: Path) -> int:
+    """Run the commands `jobs` at a time, one log each; returns how many failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pending, running, failed = list(commands), [], 0
+    while pending or running:
+        while pending and len(running) < jobs:
+            cmd = pending.pop(0)
+            log = log_dir / f"{run_tag(cmd)}.log"
+            print(f"start: {run_tag(cmd)}", flush=True)
+            with log.open("a") as f:  # the child keeps its own handle
+                running.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=f), cmd))
+        time.sleep(1.0)
+        for proc, cmd in list(running):
+            if proc.poll() is not None:
+                running.remove((proc, cmd))
+                failed += proc.returncode != 0
+                status = "done" if proc.returncode == 0 else f"FAILED (see {log_dir})"
+                print(f"{status}: {run_tag(cmd)}", flush=True)
+    return failed
+
+
+def run_tag(cmd: list[str]) -> str:
+    """e.g. hopper_medium_v2_iql_w10_seed0, for logs."""
+    config = Path(cmd[cmd.index("--config_path") + 1])
+    weight = cmd[cmd.index("--w2_weights") + 1].strip("[]")
+    return f"{config.parent.name}_{config.stem}_w{weight}_seed{cmd[cmd.index('--seed') + 1]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algorithms", nargs="+", default=["iql", "td3_bc"], choices=ALGORITHMS)
+    parser.add_argument(
+        "--envs", nargs="+", default=["hopper", "halfcheetah", "walker2d"], choices=sorted(ENV_IDS)
+    )
+    parser.add_argument(
+        "--datasets", nargs="+", default=["medium", "medium-replay"], choices=MAKEABLE_KINDS
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--w2_weights", nargs="+", type=float, default=[10.0, 50.0, 100.0, 500.0])
+    parser.add_argument("--max_timesteps", type=int, default=50_000)
+    parser.add_argument("--n_episodes", type=int, default=10)
+    parser.add_argument("--dataset_size", type=int, default=100_000, help="rows of made datasets")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS per job")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "chain_study")
+    parser.add_argument("--data_dir", type=Path, default=REPO / "data", help="made datasets")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    parser.add_argument("extra", nargs="*", help="config overrides after --, for every run")
+    args = parser.parse_args(argv)
+    datasets, runs, done = plan(args)
+    if args.dry_run:
+        print(f"# {len(datasets)} datasets to make, {len(runs)} runs to go ({done} done)")
+        for cmd in datasets + runs:
+            print(" ".join(cmd[1:]))
+        return 0
+    for cmd in datasets:  # one at a time: each is quick, and later runs need them all
+        subprocess.run(cmd, cwd=REPO, check=True)
+    failed = run_all(runs, args.jobs, args.threads, args.out / "logs")
+    for weight in args.w2_weights:
+        out = weight_dir(args.out, weight)
+        if out.is_dir():
+            cmd = [sys.executable, "-m", "algorithms.offline.results", str(out)]
+            table = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True).stdout
+            (args.out / f"w{weight:g}.md").write_text(table)
+            print(f"\n## w2_weights [{weight:g}]\n\n{table}")
+    print(f"chain study: {len(runs)} runs, {failed} failed, {done} done before")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
