@@ -231,7 +231,7 @@ def setup(config: PogoConfig) -> Run:
     chain = Chain(algo, config, w2_method)
     root = check_run_dir(config)  # fail before wandb starts or anything is written
 
-    with_next = config.algorithm == "rebrac"  # ReBRAC's critic penalty needs a'_data
+    with_next = algo.needs_next_actions
     if with_next:
         missing = next_actions(dataset)[1]
         if missing:

@@ -67,6 +67,7 @@ class Config(PogoConfig):
 
 class ReBRAC(AlgorithmInterface):
     actor_sees_critic_before_update = False  # TD3-style: the actor sees the updated critic
+    needs_next_actions = True  # the critic target's BC penalty
 
     def __init__(self, config: Config, state_dim: int, action_dim: int, max_action: float):
         super().__init__(config, state_dim, action_dim, max_action)

@@ -49,6 +49,8 @@ class AlgorithmInterface(abc.ABC):
     #: True when actor 0's loss sees the critic as it was before this update's critic step
     #: (FQL: one joint loss); False when it sees the freshly updated critic (TD3, ReBRAC)
     actor_sees_critic_before_update: bool = False
+    #: batches carry `next_actions`, the dataset's action at the next state (ReBRAC's critic)
+    needs_next_actions: bool = False
 
     def __init__(self, config: PogoConfig, state_dim: int, action_dim: int, max_action: float):
         self.config = config
