@@ -300,4 +300,3 @@ def test_make_dataset_main_round_trip(tmp_path: Path) -> None:
         assert f.attrs["policy"] == "uniform random"
         assert f.attrs["seed"] == 3 and f.attrs["size"] == 120
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp file left
-

@@ -77,7 +77,9 @@ def test_sb3_actor_converts_exactly() -> None:
         mean, std = actor.get_mean_std(states)
         torch.testing.assert_close(mean, sb3_mean)
         torch.testing.assert_close(std.log(), sb3_log_std.clamp(-20, 2))
-        torch.testing.assert_close(actor.mean_actions(states), model.actor(states, deterministic=True))
+        torch.testing.assert_close(
+            actor.mean_actions(states), model.actor(states, deterministic=True)
+        )
 
 
 def test_behavior_training_saves_actor_and_replay_that_make_datasets(tmp_path: Path) -> None:
