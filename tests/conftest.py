@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from algorithms.offline import behavior_policy  # trains with stable-baselines3 (CI installs it)
+
 torch.set_num_threads(1)
 
 HOPPER_OBS, HOPPER_ACT = 11, 3
@@ -64,3 +66,17 @@ def tiny_run_args(synthetic_dataset, tmp_path):
         return argv + ["--no_wandb"]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_behavior(tmp_path_factory):
+    """(actors dir, replay dir) of a few-hundred-step SB3 agent on Hopper: a real actor and buffer
+    for the collector's mechanics, independent of the shipped ones."""
+    root = tmp_path_factory.mktemp("behavior")
+    actors, replay = root / "actors", root / "replay"
+    behavior_policy.main(
+        ["--env", "hopper", "--max_steps", "400", "--learning_starts", "200"]
+        + ["--eval_freq", "200", "--eval_episodes", "1", "--medium_fraction", "0"]
+        + ["--stop_after", "medium", "--actors_dir", str(actors), "--replay_dir", str(replay)]
+    )
+    return actors, replay

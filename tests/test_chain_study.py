@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import chain_study  # noqa: E402
 
 from algorithms.offline import pogo_multi_main  # noqa: E402
+from algorithms.offline.make_dataset import main as make_dataset_main  # noqa: E402
 
 
 def test_dry_run_plans_every_combination(tmp_path, capsys):
@@ -41,14 +42,19 @@ def test_run_state_tells_done_partial_stale_and_new(tiny_run_args, tmp_path):
     assert chain_study.run_state(tmp_path / "nothing", 40) == "new"
 
 
-def test_tiny_study_runs_resumes_and_tabulates(tmp_path, capsys):
+def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
+    # the dataset the study would make, made first from a tiny behaviour actor
+    made = tmp_path / "data" / "hopper_medium-v2.hdf5"
+    make_dataset_main(
+        ["--env", "hopper-medium-v2", "--size", "300", "--out", str(made)]
+        + ["--actors_dir", str(tiny_behavior[0])]
+    )
     argv = ["--algorithms", "td3_bc", "--envs", "hopper", "--datasets", "medium"]
     argv += ["--seeds", "0", "--w2_weights", "1", "50", "--max_timesteps", "20"]
     argv += ["--dataset_size", "300", "--n_episodes", "1", "--jobs", "2"]
     argv += ["--out", str(tmp_path / "out"), "--data_dir", str(tmp_path / "data")]
     argv += ["--", "--eval_freq", "10", "--batch_size", "32", "--device", "cpu"]
     assert chain_study.main(argv) == 0
-    assert (tmp_path / "data" / "hopper_medium-v2.hdf5").is_file()
     for weight in ("1", "50"):
         eval_csv = tmp_path / "out" / f"w{weight}" / "td3_bc/hopper/medium-v2/seed_0/logs/eval.csv"
         with eval_csv.open() as f:
