@@ -40,8 +40,9 @@ ALGORITHMS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
 # IQL cases the targets are stated for: (chain actor type, extra overrides)
 IQL_CASES: dict[str, tuple[str | None, list[str]]] = {
     "gaussian / closed_form": (None, []),
-    "tanh_gaussian / shared_noise": ("tanh_gaussian", []),
-    "deterministic / l2": ("deterministic", []),
+    # differs from IQL's Gaussian actor 0, so the chain runs as a loop and link 1 is Sinkhorn
+    "tanh_gaussian chain (loop)": ("tanh_gaussian", []),
+    "deterministic chain (loop)": ("deterministic", []),
     "gaussian / sinkhorn K=8": (None, ["--w2_method", "sinkhorn", "--sinkhorn_K", "8"]),
 }
 SHARES = ("data", "critic", "actor 0", "chain", "eval")
