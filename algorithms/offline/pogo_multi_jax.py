@@ -41,7 +41,13 @@ from tqdm import tqdm
 from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
 from algorithms.offline.envs import eval_env_id, make_env, normalized_score, parse_d4rl_name
 from algorithms.offline.pogo_multi_main import load_data
-from algorithms.offline.run_io import RunLogger, check_run_dir, init_wandb, prepare_run_dir
+from algorithms.offline.run_io import (
+    RunLogger,
+    check_run_dir,
+    init_wandb,
+    prepare_run_dir,
+    report_eval,
+)
 from algorithms.offline.utils_jax import (
     AlgorithmInterface,
     Batch,
@@ -350,14 +356,7 @@ def evaluate(run: Run) -> None:
     scores = normalized_score(run.family, returns)  # [n_actors, n_episodes]
     run.scores = scores
     run.logger.log_eval(run.step, returns, scores)
-    start, start_step = run.clock
-    run.clock = (time.perf_counter(), run.step)
-    speed = (run.step - start_step) / max(run.clock[0] - start, 1e-9)
-    per_actor = "  ".join(
-        f"actor {i}: {s.mean():.1f} +- {s.std():.1f}" for i, s in enumerate(scores)
-    )
-    run.progress.write(f"step {run.step}: {per_actor}  ({speed:.1f} updates/s)")
-    run.progress.set_postfix({f"actor {i}": f"{s.mean():.1f}" for i, s in enumerate(scores)})
+    run.clock = report_eval(run.progress, run.step, scores, run.clock)
     release_free_memory()
 
 

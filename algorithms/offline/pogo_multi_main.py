@@ -49,6 +49,7 @@ from algorithms.offline.run_io import (
     check_run_dir,
     init_wandb,
     prepare_run_dir,
+    report_eval,
 )
 from algorithms.offline.utils_pytorch import (
     NonFiniteError,
@@ -377,14 +378,7 @@ def evaluate(run: Run) -> None:
     scores = normalized_score(run.family, returns)  # [n_actors, n_episodes]
     run.scores = scores
     run.logger.log_eval(run.step, returns, scores)
-    start, start_step = run.clock
-    run.clock = (time.perf_counter(), run.step)
-    speed = (run.step - start_step) / max(run.clock[0] - start, 1e-9)
-    per_actor = "  ".join(
-        f"actor {i}: {s.mean():.1f} +- {s.std():.1f}" for i, s in enumerate(scores)
-    )
-    run.progress.write(f"step {run.step}: {per_actor}  ({speed:.1f} updates/s)")
-    run.progress.set_postfix({f"actor {i}": f"{s.mean():.1f}" for i, s in enumerate(scores)})
+    run.clock = report_eval(run.progress, run.step, scores, run.clock)
     state = run.state_dict()
     check_finite_state(state, run.step, run.checkpoints.latest_path())  # never save NaNs
     run.checkpoints.save(run.step, state)

@@ -9,6 +9,7 @@ import json
 import netrc
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,18 @@ class CheckpointStore:
                     " trying the previous one"
                 )
         raise ConfigError(f"resume: no readable checkpoint in {self.directory}")
+
+
+def report_eval(
+    progress: Any, step: int, scores: np.ndarray, clock: tuple[float, int]
+) -> tuple[float, int]:
+    """Print every actor's score [n_actors, n_episodes] and the updates/s since the last
+    evaluation (`clock`: its time and step) on the progress bar; returns the new clock."""
+    now = time.perf_counter()
+    speed = (step - clock[1]) / max(now - clock[0], 1e-9)
+    per_actor = "  ".join(
+        f"actor {i}: {s.mean():.1f} +- {s.std():.1f}" for i, s in enumerate(scores)
+    )
+    progress.write(f"step {step}: {per_actor}  ({speed:.1f} updates/s)")
+    progress.set_postfix({f"actor {i}": f"{s.mean():.1f}" for i, s in enumerate(scores)})
+    return now, step
