@@ -109,3 +109,12 @@ def make_env(env_id: str, **kwargs: Any) -> gymnasium.Env:
             "ignore", message=r".*is out of date.*v5", category=DeprecationWarning
         )
         return gymnasium.make(env_id, **kwargs)
+
+
+def env_dims(env_id: str) -> tuple[int, int, float]:
+    """(observation size, action size, max |action|) of an env, the sizes networks are built for."""
+    env = make_env(env_id)
+    dims = (env.observation_space.shape[0], env.action_space.shape[0])
+    max_action = float(env.action_space.high[0])
+    env.close()
+    return *dims, max_action

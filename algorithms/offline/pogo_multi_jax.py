@@ -36,17 +36,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
-from algorithms.offline.envs import eval_env_id, make_env, normalized_score, parse_d4rl_name
+from algorithms.offline.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.offline.pogo_multi_main import load_data
 from algorithms.offline.run_io import (
     RunLogger,
     check_run_dir,
     init_wandb,
     prepare_run_dir,
+    progress_bar,
     report_eval,
+    report_final,
 )
 from algorithms.offline.utils_jax import (
     AlgorithmInterface,
@@ -223,10 +224,7 @@ def setup(config: PogoConfig) -> Run:
     device = resolve_jax_device(config.device)
     family = parse_d4rl_name(config.env).family
     env_id = eval_env_id(config.env, config.eval_env)
-    env = make_env(env_id)
-    obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    max_action = float(env.action_space.high[0])
-    env.close()
+    obs_dim, action_dim, max_action = env_dims(env_id)
     dataset, state_mean, state_std = load_data(config, obs_dim, action_dim, env_id)
 
     algo: AlgorithmInterface = module.make(config, obs_dim, action_dim, max_action)
@@ -304,9 +302,7 @@ def train(run: Run) -> Path:
         f"{run.n_transitions} transitions, eval on {run.env_id}, {config.num_actors} actors, "
         f"W2 {run.chain.w2_method if run.chain.n else 'none'}, outputs in {run.root}"
     )
-    show_bar = not config.quiet and sys.stderr.isatty()
-    run.progress = tqdm(total=config.max_timesteps, initial=run.step, disable=not show_bar,
-                        unit="upd", dynamic_ncols=True, smoothing=0.05)  # fmt: skip
+    run.progress = progress_bar(config, run.step)
     run.clock = (time.perf_counter(), run.step)
     while run.step < config.max_timesteps:
         t = run.step
@@ -326,9 +322,7 @@ def train(run: Run) -> Path:
             evaluate(run)
     run.progress.close()
     run.logger.close()
-    if run.scores is not None:
-        final = ", ".join(f"actor {i} {s.mean():.1f}" for i, s in enumerate(run.scores))
-        print(f"final normalised scores (step {run.step}): {final}; logs in {run.root / 'logs'}")
+    report_final(run.scores, run.step, run.root)
     return run.root
 
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from algorithms.networks.actors import BaseActor, build_actor
 from algorithms.networks.ensemble import PairCall, StackedModules, same_architecture
@@ -40,7 +39,7 @@ from algorithms.offline.data import (
     modify_reward,
     normalize_states,
 )
-from algorithms.offline.envs import eval_env_id, make_env, normalized_score, parse_d4rl_name
+from algorithms.offline.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.offline.interface import Trainer
 from algorithms.offline.make_dataset import ensure_dataset
 from algorithms.offline.run_io import (
@@ -49,7 +48,9 @@ from algorithms.offline.run_io import (
     check_run_dir,
     init_wandb,
     prepare_run_dir,
+    progress_bar,
     report_eval,
+    report_final,
 )
 from algorithms.offline.utils_pytorch import (
     NonFiniteError,
@@ -289,10 +290,7 @@ def setup(config: PogoConfig) -> Run:
         torch.set_num_threads(config.threads)
     family = parse_d4rl_name(config.env).family
     env_id = eval_env_id(config.env, config.eval_env)
-    env = make_env(env_id)
-    obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    max_action = float(env.action_space.high[0])
-    env.close()
+    obs_dim, action_dim, max_action = env_dims(env_id)
     dataset, state_mean, state_std = load_data(config, obs_dim, action_dim, env_id)
 
     set_seed(config.seed)  # the base algorithm's stream: its networks, its own noise
@@ -338,9 +336,7 @@ def train(run: Run) -> Path:
         f"POGO {config.algorithm} on {config.env}: {run.buffer.size} transitions, eval on "
         f"{run.env_id}, {config.num_actors} actors, W2 {chain.w2_methods}, outputs in {run.root}"
     )
-    show_bar = not config.quiet and sys.stderr.isatty()
-    run.progress = tqdm(total=config.max_timesteps, initial=run.step, disable=not show_bar,
-                        unit="upd", dynamic_ncols=True, smoothing=0.05)  # fmt: skip
+    run.progress = progress_bar(config, run.step)
     run.clock = (time.perf_counter(), run.step)
     for t in range(run.step + 1, config.max_timesteps + 1):
         batch = run.buffer.sample(config.batch_size)
@@ -356,9 +352,7 @@ def train(run: Run) -> Path:
             evaluate(run)
     run.progress.close()
     run.logger.close()
-    if run.scores is not None:
-        final = ", ".join(f"actor {i} {s.mean():.1f}" for i, s in enumerate(run.scores))
-        print(f"final normalised scores (step {run.step}): {final}; logs in {run.root / 'logs'}")
+    report_final(run.scores, run.step, run.root)
     return run.root
 
 

@@ -9,6 +9,7 @@ import json
 import netrc
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from tqdm import tqdm
 
 from algorithms.offline.config import ConfigError, PogoConfig, dump_config
 from algorithms.offline.envs import parse_d4rl_name
@@ -252,3 +254,17 @@ def report_eval(
     progress.write(f"step {step}: {per_actor}  ({speed:.1f} updates/s)")
     progress.set_postfix({f"actor {i}": f"{s.mean():.1f}" for i, s in enumerate(scores)})
     return now, step
+
+
+def progress_bar(config: PogoConfig, step: int) -> tqdm:
+    """The run's bar (updates/s, scores); disabled when quiet or not on a terminal."""
+    show = not config.quiet and sys.stderr.isatty()
+    return tqdm(total=config.max_timesteps, initial=step, disable=not show, unit="upd",
+                dynamic_ncols=True, smoothing=0.05)  # fmt: skip
+
+
+def report_final(scores: np.ndarray | None, step: int, root: Path) -> None:
+    """The last evaluation's mean score per actor, and where the logs are."""
+    if scores is not None:
+        final = ", ".join(f"actor {i} {s.mean():.1f}" for i, s in enumerate(scores))
+        print(f"final normalised scores (step {step}): {final}; logs in {root / 'logs'}")
