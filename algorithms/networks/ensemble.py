@@ -34,15 +34,14 @@ class StackedModules(nn.Module):
         super().__init__()
         if not same_architecture(members):
             raise ValueError("StackedModules needs modules of one class, shapes, and no buffers")
-        self.n_members = len(members)
         self.names = [n for n, _ in members[0].named_parameters()]
         stacked, _ = stack_module_state(list(members))
         # ParameterDict keys may not contain dots
         self.params = nn.ParameterDict(
             {self._key(n): nn.Parameter(stacked[n].detach().clone()) for n in self.names}
         )
-        self.members = list(members)
-        for i, member in enumerate(self.members):
+        # members are not kept: a deepcopy of the ensemble (the targets) copies the stack only
+        for i, member in enumerate(members):
             for name in self.names:
                 owner, _, leaf = name.rpartition(".")
                 module = member.get_submodule(owner) if owner else member
