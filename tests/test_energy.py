@@ -61,3 +61,26 @@ def test_td3_bc_has_no_advantage_energy():
     config = parse_config(["--algorithm", "td3_bc", "--energy_function_type", "advantage"])
     with pytest.raises(ConfigError, match="energy_function_type: td3_bc has no V function"):
         td3_bc.build(config, S, A, 1.0, "cpu")
+
+
+@pytest.mark.parametrize("deterministic", ["false", "true"])
+def test_iql_single_backward_equals_corl_separate_passes_bit_for_bit(deterministic):
+    """One backward over IQL's V, Q and actor losses gives CORL's three passes' numbers exactly."""
+    runs = []
+    for single in ("true", "false"):
+        trainer, _ = _trainer(
+            iql, "--single_backward", single, "--iql_deterministic", deterministic
+        )
+        gen = torch.Generator().manual_seed(1)
+        logs = []
+        for _ in range(5):
+            batch = [torch.randn(B, S, generator=gen), torch.rand(B, A, generator=gen) * 2 - 1]
+            batch += [torch.randn(B, generator=gen), torch.randn(B, S, generator=gen)]
+            batch.append((torch.rand(B, generator=gen) < 0.2).float())
+            logs.append(trainer.train(batch))
+        runs.append((trainer.state_dict(), logs))
+    (single_state, single_logs), (corl_state, corl_logs) = runs
+    assert single_logs == corl_logs and set(single_logs[0]) == {"value_loss", "q_loss", "actor_loss"}
+    for name in ("qf", "q_target", "vf", "actor"):
+        for key, value in single_state[name].items():
+            assert torch.equal(value, corl_state[name][key]), f"{name}.{key}"

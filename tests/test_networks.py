@@ -146,3 +146,33 @@ def test_init_module_weights_scales_the_last_layer_and_zeros_biases():
     assert linears[0].weight.abs().max() <= math.sqrt(6 / (S + 64))
     assert linears[-1].weight.abs().max() <= 1e-3 * math.sqrt(6 / (64 + A))
     assert linears[0].weight.abs().max() > 0.5 * math.sqrt(6 / (S + 64))
+
+
+@pytest.mark.parametrize("cls", ACTORS)
+def test_forward_once_shares_the_network_and_keeps_values_and_gradients(cls):
+    """Inside `forward_once` an energy-like and a W2-like term read one forward of the network;
+    the loss and every parameter's gradient equal those of separate forwards."""
+    torch.manual_seed(0)
+    actor = cls(S, A, hidden_dim=16)
+    states, noise = torch.randn(B, S), torch.randn(B, K, actor.noise_dim)
+
+    def loss() -> torch.Tensor:
+        torch.manual_seed(1)  # the same sample for get_action's stochastic actors
+        return get_action(actor, states).sum() + (actor.actions_from_noise(states, noise) ** 2).sum()
+
+    plain = loss()
+    plain_grads = torch.autograd.grad(plain, list(actor.parameters()))
+    calls = []
+    hook = actor.net.register_forward_hook(lambda *_: calls.append(1))
+    with actor.forward_once():
+        shared = loss()
+        with torch.no_grad():  # a no-grad call never hands its output to a loss
+            actor.mean_actions(states)
+    hook.remove()
+    shared_grads = torch.autograd.grad(shared, list(actor.parameters()))
+    # StochasticMLP feeds (states, noise) to its network: nothing to share
+    expected_calls = 3 if cls is StochasticMLP else 2
+    assert len(calls) == expected_calls and actor._memo is None
+    assert torch.allclose(shared, plain, rtol=1e-6)
+    for g_shared, g_plain in zip(shared_grads, plain_grads):
+        assert torch.allclose(g_shared, g_plain, rtol=1e-5, atol=1e-7)

@@ -8,6 +8,9 @@ policies through the same noise.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -45,6 +48,31 @@ class BaseActor(nn.Module):
         self.max_action = float(max_action)
         self.hidden_dim = hidden_dim
         self.n_hidden = n_hidden
+        self._memo: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _net(self, inputs: torch.Tensor) -> torch.Tensor:
+        """`self.net(inputs)`, once per inputs tensor inside `forward_once`."""
+        if self._memo is None:
+            return self.net(inputs)
+        key = (id(inputs), torch.is_grad_enabled())  # a no-grad output must not serve a loss
+        hit = self._memo.get(key)
+        if hit is None:  # the inputs stay referenced, so their id cannot be reused meanwhile
+            hit = self._memo[key] = (inputs, self.net(inputs))
+        return hit[1]
+
+    @contextlib.contextmanager
+    def forward_once(self) -> Iterator[None]:
+        """Inside the block the network runs once per states tensor, whichever methods ask.
+
+        A chain link's energy and its W2 read the same actor at the same states: sharing that
+        forward (and so its backward) saves one actor forward and backward per link. The values
+        are those of separate calls (the same arithmetic), except that dropout draws one mask.
+        """
+        self._memo = {}
+        try:
+            yield
+        finally:
+            self._memo = None
 
     @property
     def noise_dim(self) -> int:
@@ -142,7 +170,7 @@ class GaussianMLP(BaseActor):
 
     def get_mean_std(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, S] -> mean [B, A], std [B, A], both in action units."""
-        out = self.net(states)
+        out = self._net(states)
         if self.state_dependent_std:
             mean, log_std = out.chunk(2, dim=-1)
         else:
@@ -206,7 +234,7 @@ class TanhGaussianMLP(BaseActor):
 
     def get_mean_std(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, S] -> pre-tanh mean [B, A], std [B, A]."""
-        mean, log_std = self.net(states).chunk(2, dim=-1)
+        mean, log_std = self._net(states).chunk(2, dim=-1)
         if self.learned_log_std_affine:
             log_std = self.log_std_multiplier * log_std + self.log_std_offset
         std = torch.exp(log_std.clamp(self.log_std_min, self.log_std_max))
@@ -287,7 +315,7 @@ class StochasticMLP(BaseActor):
 
     def forward(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """T(s, z): states [B, S], noise [B, Z] -> actions [B, A]."""
-        return self.max_action * self.net(torch.cat([states, noise], dim=-1))
+        return self.max_action * self._net(torch.cat([states, noise], dim=-1))
 
     def actions_from_noise(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         B, K, _ = noise.shape
@@ -324,7 +352,7 @@ class DeterministicMLP(BaseActor):
         )
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        return self.max_action * self.net(states)  # [B, A]
+        return self.max_action * self._net(states)  # [B, A]
 
     def mean_actions(self, states: torch.Tensor) -> torch.Tensor:
         return self(states)

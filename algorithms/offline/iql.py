@@ -42,6 +42,8 @@ class Config(PogoConfig):
     qf_lr: float = 3e-4
     # dropout in the actor's hidden layers (null: none)
     actor_dropout: Optional[float] = None
+    # one backward pass over the V, Q and actor losses (CORL's gradients; false: CORL's 3 passes)
+    single_backward: bool = True
 
 
 def asymmetric_l2_loss(u: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -77,50 +79,62 @@ class ImplicitQLearning(TrainerBase):
         optimizer = torch.optim.Adam(actor.parameters(), lr=self.config.actor_lr)
         return optimizer, CosineAnnealingLR(optimizer, self.config.max_timesteps)
 
-    def _update_v(self, states, actions, log: Dict[str, float]) -> torch.Tensor:
+    def _v_loss(self, states, actions) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             target_q = self.q_target(states, actions)  # [B]
         adv = target_q - self.vf(states)  # [B]
-        v_loss = asymmetric_l2_loss(adv, self.config.iql_tau)
-        log["value_loss"] = v_loss.item()
-        self.v_optimizer.zero_grad()
-        v_loss.backward()
-        self.v_optimizer.step()
-        return adv
+        return asymmetric_l2_loss(adv, self.config.iql_tau), adv
 
-    def _update_q(self, next_v, states, actions, rewards, dones, log: Dict[str, float]) -> None:
+    def _q_loss(self, next_v, states, actions, rewards, dones) -> torch.Tensor:
         targets = rewards + (1.0 - dones) * self.config.discount * next_v.detach()  # [B]
         qs = self.qf.both(states, actions)
-        q_loss = sum(F.mse_loss(q, targets) for q in qs) / len(qs)
-        log["q_loss"] = q_loss.item()
-        self.q_optimizer.zero_grad()
-        q_loss.backward()
-        self.q_optimizer.step()
-        soft_update(self.q_target, self.qf, self.config.tau)
+        return sum(F.mse_loss(q, targets) for q in qs) / len(qs)
 
-    def _update_policy(self, adv, states, actions, log: Dict[str, float]) -> None:
+    def _policy_loss(self, adv, states, actions) -> torch.Tensor:
         exp_adv = torch.exp(self.config.beta * adv.detach()).clamp(max=EXP_ADV_MAX)  # [B]
         if self.actor.is_stochastic:
             bc_losses = -self.actor.log_prob_actions(states, actions)  # [B]
         else:
             bc_losses = torch.sum((self.actor(states) - actions) ** 2, dim=1)  # [B]
-        policy_loss = torch.mean(exp_adv * bc_losses)
-        log["actor_loss"] = policy_loss.item()
-        self.actor_optimizer.zero_grad()
-        policy_loss.backward()
-        self.actor_optimizer.step()
-        self.actor_lr_schedule.step()
+        return torch.mean(exp_adv * bc_losses)
 
     def train(self, batch: TensorBatch) -> Dict[str, float]:
+        """CORL's V, Q and actor steps. The three losses share no parameters and all read the
+        networks before this update (V's step comes first in CORL, but Q's target uses V(s')
+        taken before it, and the actor's weights use the advantage taken before it), so one
+        backward pass over their sum gives each network exactly CORL's gradient; with
+        `single_backward: false` they take CORL's three passes (the same numbers, slower)."""
         self.total_it += 1
         states, actions, rewards, next_states, dones = batch
-        log: Dict[str, float] = {}
         with torch.no_grad():
             next_v = self.vf(next_states)  # [B]
-        adv = self._update_v(states, actions, log)
-        self._update_q(next_v, states, actions, rewards, dones, log)
-        self._update_policy(adv, states, actions, log)
-        return log
+        optimizers = (self.v_optimizer, self.q_optimizer, self.actor_optimizer)
+        if self.config.single_backward:
+            v_loss, adv = self._v_loss(states, actions)
+            q_loss = self._q_loss(next_v, states, actions, rewards, dones)
+            policy_loss = self._policy_loss(adv, states, actions)
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            (v_loss + q_loss + policy_loss).backward()
+            for optimizer in optimizers:
+                optimizer.step()
+        else:  # CORL's order: each loss, its backward and its step in turn
+            v_loss, adv = self._v_loss(states, actions)
+            self._step(self.v_optimizer, v_loss)
+            q_loss = self._q_loss(next_v, states, actions, rewards, dones)
+            self._step(self.q_optimizer, q_loss)
+            policy_loss = self._policy_loss(adv, states, actions)
+            self._step(self.actor_optimizer, policy_loss)
+        soft_update(self.q_target, self.qf, self.config.tau)
+        self.actor_lr_schedule.step()
+        values = torch.stack([v_loss, q_loss, policy_loss]).detach().cpu().tolist()  # one sync
+        return dict(zip(("value_loss", "q_loss", "actor_loss"), values))
+
+    @staticmethod
+    def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
 
     def compute_energy_function(
         self, actor: BaseActor, states: torch.Tensor, actions: torch.Tensor

@@ -157,8 +157,10 @@ class ActorChain:
         """Mean energy and W2^2 of each actor i >= 1, one actor after another: [E], [E]."""
         energies, w2s = [], []
         for i, actor in enumerate(self.chain, start=1):
-            energies.append(self.trainer.compute_energy_function(actor, states, actions).mean())
-            w2s.append(self._w2(actor, self.actors[i - 1], states, self.w2_methods[i - 1]).mean())
+            previous = self.actors[i - 1]
+            with actor.forward_once(), previous.forward_once():
+                energies.append(self.trainer.compute_energy_function(actor, states, actions).mean())
+                w2s.append(self._w2(actor, previous, states, self.w2_methods[i - 1]).mean())
         return torch.stack(energies), torch.stack(w2s)
 
     def _pair_terms(self, actor, previous, states, actions):
@@ -167,14 +169,15 @@ class ActorChain:
         Sinkhorn cannot run under vmap (GeomLoss reads values in Python): the link returns its
         two K-sample clouds instead and `_terms_vectorized` measures all links in one call.
         """
-        energy = self.trainer.compute_energy_function(actor, states, actions).mean()
-        if self.w2_methods[0] == "sinkhorn":
-            K = self.config.sinkhorn_K
-            clouds = sample_K_actions(actor, states, K)  # [B, K, A]
-            with torch.no_grad():
-                previous_clouds = sample_K_actions(previous, states, K)  # [B, K, A]
-            return energy, clouds, previous_clouds
-        return energy, self._w2(actor, previous, states, self.w2_methods[0]).mean()
+        with actor.forward_once(), previous.forward_once():
+            energy = self.trainer.compute_energy_function(actor, states, actions).mean()
+            if self.w2_methods[0] == "sinkhorn":
+                K = self.config.sinkhorn_K
+                clouds = sample_K_actions(actor, states, K)  # [B, K, A]
+                with torch.no_grad():
+                    previous_clouds = sample_K_actions(previous, states, K)  # [B, K, A]
+                return energy, clouds, previous_clouds
+            return energy, self._w2(actor, previous, states, self.w2_methods[0]).mean()
 
     def _terms_vectorized(self, states: torch.Tensor, actions: torch.Tensor):
         """The same terms for all actors i >= 1 at once: vmap over the stacked parameters."""
