@@ -80,7 +80,8 @@ def test_iql_single_backward_equals_corl_separate_passes_bit_for_bit(determinist
             logs.append(trainer.train(batch))
         runs.append((trainer.state_dict(), logs))
     (single_state, single_logs), (corl_state, corl_logs) = runs
-    assert single_logs == corl_logs and set(single_logs[0]) == {"value_loss", "q_loss", "actor_loss"}
+    assert single_logs == corl_logs
+    assert set(single_logs[0]) == {"value_loss", "q_loss", "actor_loss"}
     for name in ("qf", "q_target", "vf", "actor"):
         for key, value in single_state[name].items():
             assert torch.equal(value, corl_state[name][key]), f"{name}.{key}"

@@ -158,7 +158,9 @@ def test_forward_once_shares_the_network_and_keeps_values_and_gradients(cls):
 
     def loss() -> torch.Tensor:
         torch.manual_seed(1)  # the same sample for get_action's stochastic actors
-        return get_action(actor, states).sum() + (actor.actions_from_noise(states, noise) ** 2).sum()
+        return (
+            get_action(actor, states).sum() + (actor.actions_from_noise(states, noise) ** 2).sum()
+        )
 
     plain = loss()
     plain_grads = torch.autograd.grad(plain, list(actor.parameters()))
