@@ -10,7 +10,10 @@ depend on the data's values), with the run's own pieces: `run.buffer.sample`, `r
 an update over the time of the same case with `num_actors: 1`. The share columns split one
 update's time: data sampling, critic update (every optimiser of the trainer but actor 0's),
 actor-0 update (the stretch of `trainer.train` that ends with actor 0's optimiser step), the chain
-update, and evaluation (one evaluation of every actor, spread over `--eval_freq` updates).
+update, and evaluation (one evaluation of every actor, spread over `--eval_freq` updates). IQL's
+one backward pass for its three losses falls before its first optimiser step, so IQL's critic
+share holds actor 0's backward too. The last line compares that one pass with CORL's three
+(`single_backward: false`) on IQL with one actor.
 """
 
 from __future__ import annotations
@@ -159,6 +162,18 @@ def main() -> None:
         "| algorithm | chain | actors | updates/s | ratio to 1 actor | " + " | ".join(SHARES) + " |"
     )
     print("|---|---|---|---|---|" + "---|" * len(SHARES))
+
+    def case_argv(algorithm: str, n: int, configs: list[str]) -> list[str]:
+        return [
+            "--algorithm", algorithm, "--env", "hopper-medium-v2",
+            "--dataset_path", str(data), "--device", args.device,
+            "--num_actors", str(n), "--batch_size", str(args.batch_size),
+            "--n_episodes", str(args.n_episodes), "--max_timesteps", "1000000",
+            "--output_dir", str(tmp / "runs"), "--overwrite", "--no_wandb", "--quiet",
+            *configs, *args.extra,
+        ]  # fmt: skip
+
+    iql_one_actor = None  # seconds per IQL update with one actor (one backward pass)
     for algorithm, name, kind, extra in cases:
         base = None
         for n in args.actors:
@@ -166,16 +181,12 @@ def main() -> None:
             if kind is not None and n > 1:  # every chain actor of this type
                 specs = ", ".join([f"{{type: {kind}}}"] * (n - 1))
                 configs += ["--actor_configs", f"[{specs}]"]
-            argv = [
-                "--algorithm", algorithm, "--env", "hopper-medium-v2",
-                "--dataset_path", str(data), "--device", args.device,
-                "--num_actors", str(n), "--batch_size", str(args.batch_size),
-                "--n_episodes", str(args.n_episodes), "--max_timesteps", "1000000",
-                "--output_dir", str(tmp / "runs"), "--overwrite", "--no_wandb", "--quiet",
-                *configs, *args.extra,
-            ]  # fmt: skip
-            result = measure(argv, args.steps, args.warmup, args.eval_freq, timer)
+            result = measure(
+                case_argv(algorithm, n, configs), args.steps, args.warmup, args.eval_freq, timer
+            )
             base = result["per_update"] if n == 1 else base
+            if algorithm == "iql" and n == 1 and not extra:
+                iql_one_actor = result["per_update"]
             ratio = f"{result['per_update'] / base:.2f}x" if base else "-"
             shares = " | ".join(f"{100 * result['shares'][k]:.0f}%" for k in SHARES)
             print(
@@ -183,6 +194,14 @@ def main() -> None:
                 f"{shares} |",
                 flush=True,
             )
+    if iql_one_actor is not None:  # the base update's own saving: one backward instead of three
+        argv = case_argv("iql", 1, ["--single_backward", "false"])
+        corl = measure(argv, args.steps, args.warmup, args.eval_freq, timer)["per_update"]
+        print(
+            f"\nIQL, 1 actor: one backward pass {1 / iql_one_actor:.1f} updates/s, CORL's three "
+            f"passes {1 / corl:.1f} updates/s: {corl / iql_one_actor:.2f}x",
+            flush=True,
+        )
     timer.handle.remove()
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from algorithms.offline import pogo_multi_main
-from algorithms.offline.config import parse_config
+from algorithms.offline.config import ConfigError, parse_config
 from algorithms.offline.utils_pytorch import NonFiniteError, named_tensors
 from tests.conftest import write_synthetic_d4rl
 
@@ -101,6 +101,25 @@ def test_resume_refuses_a_missing_or_different_run(tiny_run_args, tmp_path, extr
         pogo_multi_main.main(tiny_run_args("iql", 1, max_timesteps=10))
     with pytest.raises(SystemExit, match=message):
         pogo_multi_main.main(tiny_run_args("iql", 1, max_timesteps=10) + extra + ["--resume"])
+
+
+def test_resume_refuses_a_checkpoint_of_the_other_chain_layout(tiny_run_args, tmp_path):
+    """The config check names vectorize_chain; the chain itself also refuses the other layout."""
+    pogo_multi_main.main(tiny_run_args("iql", 3, max_timesteps=10, vectorize_chain=False))
+    argv = tiny_run_args("iql", 3, max_timesteps=20, vectorize_chain=True) + ["--resume"]
+    with pytest.raises(SystemExit, match=r"resume: vectorize_chain is True but the run .* False"):
+        pogo_multi_main.main(argv)
+    loop, stacked = (
+        pogo_multi_main.setup(
+            parse_config(tiny_run_args("iql", 3, vectorize_chain=v, output_dir=tmp_path / str(v)))
+        )
+        for v in (False, True)
+    )
+    source = tmp_path / "checkpoint.pt"
+    with pytest.raises(ConfigError, match=r"other layout .* resume with --vectorize_chain false$"):
+        stacked.chain.load_state_dict(loop.chain.state_dict(), source)
+    with pytest.raises(ConfigError, match=r"other layout .* resume with --vectorize_chain true$"):
+        loop.chain.load_state_dict(stacked.chain.state_dict(), source)
 
 
 def test_non_finite_loss_stops_the_run_naming_step_and_loss(tmp_path, tiny_run_args):

@@ -206,7 +206,15 @@ class ActorChain:
             "stream": self.stream.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        saved = [sorted(t) for t in state["targets"]]
+        if saved != [sorted(t.state_dict()) for t in self.targets]:
+            layout = "one stacked ensemble" if self.vectorized else "one module per actor"
+            raise ConfigError(
+                f"resume: {source} holds the chain in the other layout than this run's "
+                f"({layout}, vectorize_chain: {self.config.vectorize_chain}); resume with "
+                f"--vectorize_chain {str(not self.vectorized).lower()}"
+            )
         for actor, actor_state in zip(self.chain, state["actors"]):
             actor.load_state_dict(actor_state)  # writes through into the stacked tensors
         for i, target in enumerate(self.targets):
@@ -279,7 +287,7 @@ class Run:
                     "resume on the same dataset or use --overwrite"
                 )
         self.trainer.load_state_dict(state["trainer"])
-        self.chain.load_state_dict(state["chain"])
+        self.chain.load_state_dict(state["chain"], source)
         self.buffer.load_state_dict(state["buffer"])
         set_rng_state(state["rng"], self.device)
         self.step = state["step"]
