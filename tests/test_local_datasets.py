@@ -33,7 +33,7 @@ from algorithms.offline.make_dataset import main as make_dataset_main
 from .test_data import hopper_unhealthy
 
 # Families whose medium actor ships in algorithms/offline/behavior_actors/ (what the README says).
-SHIPPED_MEDIUM = ("halfcheetah",)  # hopper, walker2d: not yet (see the README)
+SHIPPED_MEDIUM = ("halfcheetah", "hopper")  # walker2d: not yet (see the README)
 
 
 # ---------------------------------------------------------------- shipped behaviour actors
@@ -47,7 +47,7 @@ def test_shipped_medium_actors_and_their_records(family: str) -> None:
     # "medium": between a third and (about) a half of D4RL's expert return, as recorded
     assert record["target_return"] <= record["sb3_eval_return"]
     assert 25.0 <= record["normalized_score"] <= 70.0
-    assert record["env_steps"] > 0 and record["seed"] == 0
+    assert record["env_steps"] > 0 and isinstance(record["seed"], int)
     size = (ACTORS_DIR / f"{family}_medium.pt").stat().st_size
     assert size < 1_000_000  # an actor's state dict, no critics or optimiser
     env = make_env(ENV_IDS[family])
