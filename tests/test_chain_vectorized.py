@@ -120,3 +120,23 @@ def test_compiled_updates_give_the_eager_losses(tiny_run_args, tmp_path):
         assert e.keys() == c.keys()
         for key in e:
             assert c[key] == pytest.approx(e[key], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_each_actor_network_runs_once_per_chain_update(vectorize, tiny_run_args):
+    """A link reads its actor's network for energy and W2 alike, and its predecessor's output
+    from the previous link: per update, actor 0's network runs once (no grad) and the chain's
+    members once each (one batched forward when vectorised)."""
+    argv = tiny_run_args("iql", 4, vectorize_chain=vectorize)
+    run = pogo_multi_main.setup(parse_config(argv))
+    chain = run.chain
+    nets = [a.net for a in chain.actors]
+    if vectorize:  # the members run through the ensemble's functional modules
+        nets += [chain.features.actor.net, chain.pair.actor.net, chain.pair.previous.net]
+    calls = [0] * len(nets)
+    for k, net in enumerate(nets):
+        net.register_forward_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
+    states, actions = run.buffer.sample(8)[:2]
+    chain.update(states, actions)
+    # vectorised: members' own modules idle; the features module runs once for all of them
+    assert calls == ([1, 0, 0, 0, 1, 0, 0] if vectorize else [1, 1, 1, 1])

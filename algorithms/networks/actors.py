@@ -33,6 +33,8 @@ class BaseActor(nn.Module):
     has_log_prob: bool = False
     #: the name `actor_configs` uses for this class
     type_name: str = ""
+    #: `net` reads the states alone, so one forward at the batch's states serves every method
+    net_reads_states: bool = True
 
     def __init__(
         self,
@@ -61,18 +63,31 @@ class BaseActor(nn.Module):
         return hit[1]
 
     @contextlib.contextmanager
-    def forward_once(self) -> Iterator[None]:
+    def forward_once(
+        self, states: torch.Tensor | None = None, known: torch.Tensor | None = None
+    ) -> Iterator[None]:
         """Inside the block the network runs once per states tensor, whichever methods ask.
 
         A chain link's energy and its W2 read the same actor at the same states: sharing that
-        forward (and so its backward) saves one actor forward and backward per link. The values
-        are those of separate calls (the same arithmetic), except that dropout draws one mask.
+        forward (and so its backward) saves one actor forward and backward per link. `known`,
+        the network's output at `states` computed elsewhere, is used instead of running it: the
+        chain hands actor i-1's own output (detached) to link i, where actor i-1 is the
+        predecessor. The values are those of separate calls, except that dropout draws one mask.
         """
         self._memo = {}
+        if known is not None:
+            for grad_mode in (True, False):
+                self._memo[(id(states), grad_mode)] = (states, known)
         try:
             yield
         finally:
             self._memo = None
+
+    def state_features(self, states: torch.Tensor) -> torch.Tensor:
+        """The network's output at the states, [B, S] -> [B, O]: what `forward_once` shares."""
+        if not self.net_reads_states:
+            raise TypeError(f"{type(self).__name__}'s network reads noise as well as states")
+        return self._net(states)
 
     @property
     def noise_dim(self) -> int:
@@ -292,6 +307,7 @@ class StochasticMLP(BaseActor):
 
     is_stochastic = True
     type_name = "stochastic"
+    net_reads_states = False  # T(s, z): a forward per noise draw
 
     def __init__(
         self,

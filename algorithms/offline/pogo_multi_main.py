@@ -111,6 +111,7 @@ class ActorChain:
         if self.vectorized:
             self.ensemble = StackedModules(self.chain)
             self.pair = PairCall(actor0, self._pair_terms)
+            self.features = PairCall(actor0, lambda actor, _, states: actor.state_features(states))
             trainables: list[torch.nn.Module] = [self.ensemble]
         else:
             trainables = list(self.chain)
@@ -153,42 +154,91 @@ class ActorChain:
         c = self.config
         return w2_squared(actor, previous, states, method, K=c.sinkhorn_K, blur=c.sinkhorn_blur)
 
+    def _actor0_features(self, states: torch.Tensor) -> torch.Tensor | None:
+        """Actor 0's network output at the states (no grad), for link 1; None if not shareable."""
+        actor0 = self.actors[0]
+        if not actor0.net_reads_states:
+            return None
+        with torch.no_grad():
+            return actor0.state_features(states)  # [B, O]
+
     def _terms_loop(self, states: torch.Tensor, actions: torch.Tensor):
-        """Mean energy and W2^2 of each actor i >= 1, one actor after another: [E], [E]."""
+        """Mean energy and W2^2 of each actor i >= 1, one actor after another: [E], [E].
+
+        Each actor's network runs once: its output serves its own energy and W2 (with grad)
+        and, detached, the next link's predecessor.
+        """
         energies, w2s = [], []
-        for i, actor in enumerate(self.chain, start=1):
-            previous = self.actors[i - 1]
-            with actor.forward_once(), previous.forward_once():
-                energies.append(self.trainer.compute_energy_function(actor, states, actions).mean())
-                w2s.append(self._w2(actor, previous, states, self.w2_methods[i - 1]).mean())
+        previous_features = self._actor0_features(states)
+        links = zip(self.chain, self.actors, self.w2_methods)  # (actor i, actor i-1, method)
+        for actor, previous, method in links:
+            features = actor.state_features(states) if actor.net_reads_states else None
+            energy, w2 = self._link(
+                actor, previous, states, actions, method, features, previous_features
+            )
+            energies.append(energy)
+            w2s.append(w2)
+            previous_features = None if features is None else features.detach()
         return torch.stack(energies), torch.stack(w2s)
 
-    def _pair_terms(self, actor, previous, states, actions):
-        """One link (actor i, actor i-1), run per member under vmap: mean energy, mean W2^2.
+    def _link(
+        self,
+        actor: BaseActor,
+        previous: BaseActor,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        method: str,
+        features: torch.Tensor | None,
+        previous_features: torch.Tensor | None,
+        sinkhorn_clouds: bool = False,
+    ):
+        """One link (actor i, actor i-1): mean energy and mean W2^2.
 
-        Sinkhorn cannot run under vmap (GeomLoss reads values in Python): the link returns its
-        two K-sample clouds instead and `_terms_vectorized` measures all links in one call.
+        `features`/`previous_features`: the two networks' outputs at the states, when already
+        computed. With `sinkhorn_clouds` a Sinkhorn link returns its two K-sample clouds instead
+        of W2^2: GeomLoss reads values in Python, so under vmap it cannot run per link.
         """
-        with actor.forward_once(), previous.forward_once():
+        with actor.forward_once(states, features), previous.forward_once(states, previous_features):
             energy = self.trainer.compute_energy_function(actor, states, actions).mean()
-            if self.w2_methods[0] == "sinkhorn":
+            if sinkhorn_clouds and method == "sinkhorn":
                 K = self.config.sinkhorn_K
                 clouds = sample_K_actions(actor, states, K)  # [B, K, A]
                 with torch.no_grad():
                     previous_clouds = sample_K_actions(previous, states, K)  # [B, K, A]
                 return energy, clouds, previous_clouds
-            return energy, self._w2(actor, previous, states, self.w2_methods[0]).mean()
+            return energy, self._w2(actor, previous, states, method).mean()
+
+    def _pair_terms(self, actor, previous, states, actions, features=None, previous_features=None):
+        """One ensemble member's link, run under vmap (every link has one W2 method)."""
+        method = self.w2_methods[0]
+        return self._link(
+            actor, previous, states, actions, method, features, previous_features, True
+        )
 
     def _terms_vectorized(self, states: torch.Tensor, actions: torch.Tensor):
-        """The same terms for all actors i >= 1 at once: vmap over the stacked parameters."""
+        """The same terms for all actors i >= 1 at once: vmap over the stacked parameters.
+
+        First every member's network output at the states (one batched forward); then each link
+        reads its own output and, detached, its predecessor's: actor 0's, then member i-1's.
+        """
         params = self.ensemble.stacked()  # name -> [E, ...]
         actor0 = dict(self.actors[0].named_parameters())
         previous = {  # actor i-1 for each i: actor 0, then members 1..E-1, detached
             name: torch.cat([actor0[name][None], p[:-1]]).detach() for name, p in params.items()
         }
-        out = torch.func.vmap(self.pair.call, in_dims=(0, 0, None, None), randomness="different")(
-            params, previous, states, actions
-        )
+        features0 = self._actor0_features(states)  # [B, O] or None
+        if features0 is None:  # a network that reads noise: nothing to share
+            out = torch.func.vmap(
+                self.pair.call, in_dims=(0, 0, None, None), randomness="different"
+            )(params, previous, states, actions)
+        else:
+            features = torch.func.vmap(self.features.call, in_dims=(0, 0, None))(
+                params, previous, states
+            )  # [E, B, O]
+            previous_features = torch.cat([features0[None], features[:-1].detach()])
+            out = torch.func.vmap(
+                self.pair.call, in_dims=(0, 0, None, None, 0, 0), randomness="different"
+            )(params, previous, states, actions, features, previous_features)
         if self.w2_methods[0] != "sinkhorn":
             return out
         energy, clouds, previous_clouds = out  # [E], [E, B, K, A] x 2
