@@ -16,27 +16,31 @@ def _trainer(module, *argv):
     return module.build(config, S, A, 1.0, "cpu"), config
 
 
-def test_iql_energy_is_minus_target_q_at_the_gaussian_mean():
-    trainer, _ = _trainer(iql)
+def test_iql_energy_is_minus_target_q_at_the_gaussian_mean_over_mean_abs_q():
+    trainer, config = _trainer(iql)
+    assert config.energy_normalize_q is True  # IQL's default (the chain study's pilot)
     states = torch.randn(B, S)
     actor = trainer.actor
     mean = actor.get_mean_std(states)[0]
     q1 = trainer.q_target.q1.net(torch.cat([states, mean], -1)).squeeze(-1)
     q2 = trainer.q_target.q2.net(torch.cat([states, mean], -1)).squeeze(-1)
-    expected = -torch.min(q1, q2)
+    q = torch.min(q1, q2)
     energy = trainer.compute_energy_function(actor, states, ACTIONS)
     assert energy.shape == (B,)
-    assert torch.allclose(energy, expected)
+    assert torch.allclose(energy, -q / q.abs().mean())
     energy.sum().backward()  # differentiable in the actor ...
     assert actor.net[0].weight.grad is not None
     assert all(p.grad is None for p in trainer.qf.parameters())  # ... not in the critic
+
+    raw, _ = _trainer(iql, "--energy_normalize_q", "false")  # the user design's plain -Q
+    assert torch.allclose(raw.compute_energy_function(raw.actor, states, ACTIONS), -q)
 
 
 def test_iql_advantage_energy_subtracts_v():
     trainer, _ = _trainer(iql, "--energy_function_type", "advantage")
     states = torch.randn(B, S)
-    q_energy = -trainer.q_target(states, trainer.actor.get_mean_std(states)[0])
-    expected = q_energy + trainer.vf(states)
+    advantage = trainer.q_target(states, trainer.actor.get_mean_std(states)[0]) - trainer.vf(states)
+    expected = -advantage / advantage.abs().mean()
     assert torch.allclose(trainer.compute_energy_function(trainer.actor, states, ACTIONS), expected)
 
 
