@@ -6,7 +6,8 @@
 
 Every case runs in this one process, on the same synthetic Hopper-sized dataset (speed does not
 depend on the data's values), with the run's own pieces: `run.buffer.sample`, `run.trainer.train`,
-`run.chain.update`, exactly the calls of `pogo_multi_main.train`. The ratio column is the time of
+`run.chain.update`, exactly the calls of `pogo_multi_main.train`; the cases of one row group
+are timed in turns, chunk by chunk, each keeping its fastest. The ratio column is the time of
 an update over the time of the same case with `num_actors: 1`. The share columns split one
 update's time: data sampling, critic update (every optimiser of the trainer but actor 0's),
 actor-0 update (the stretch of `trainer.train` that ends with actor 0's optimiser step), the chain
@@ -56,7 +57,7 @@ class StepTimer:
 
     def __init__(self, sync: Callable[[], None]):
         self.sync = sync
-        self.roles: dict[int, str] = {}
+        self.roles: dict[int, str] = {}  # id(optimizer) -> part, for every live case
         self.totals: dict[str, float] = defaultdict(float)
         self.mark = time.perf_counter()
         self.active = False
@@ -82,64 +83,84 @@ class StepTimer:
         self.mark = now
 
 
-def measure(
-    argv: list[str], steps: int, warmup: int, eval_freq: int, timer: StepTimer, repeats: int = 1
-) -> dict:
-    """Seconds per update of one case (the best of `repeats` timings), and each part's share."""
-    run = pogo_multi_main.setup(parse_config(argv))
-    trainer, chain, buffer, config = run.trainer, run.chain, run.buffer, run.config
-    actor0_params = {id(p) for p in trainer.actor.parameters()}
-    timer.roles = {}
-    for value in vars(trainer).values():
-        if isinstance(value, torch.optim.Optimizer):
-            params = {id(p) for g in value.param_groups for p in g["params"]}
-            timer.roles[id(value)] = "actor 0" if params <= actor0_params else "critic"
-    for opt in chain.optimizers:
-        timer.roles[id(opt)] = "chain"
+class Case:
+    """One configuration, set up once and then timed in chunks of updates.
 
-    def update() -> None:
-        batch = buffer.sample(config.batch_size)
+    The cases being compared (1, 3, 5 actors) are timed in turns, chunk by chunk, and each keeps
+    its fastest chunk: on a shared machine a slow spell then hits every case alike instead of
+    deciding one case's number.
+    """
+
+    def __init__(self, argv: list[str], timer: StepTimer, warmup: int):
+        self.run = pogo_multi_main.setup(parse_config(argv))
+        self.timer = timer
+        trainer, chain = self.run.trainer, self.run.chain
+        actor0_params = {id(p) for p in trainer.actor.parameters()}
+        for value in vars(trainer).values():
+            if isinstance(value, torch.optim.Optimizer):
+                params = {id(p) for g in value.param_groups for p in g["params"]}
+                timer.roles[id(value)] = "actor 0" if params <= actor0_params else "critic"
+        for opt in chain.optimizers:
+            timer.roles[id(opt)] = "chain"
+        self.best: tuple[float, dict[str, float]] | None = None  # seconds per update, parts
+        for _ in range(warmup):
+            self.update()
+
+    def update(self) -> None:
+        run, timer = self.run, self.timer
+        batch = run.buffer.sample(run.config.batch_size)
         timer.add("data")
-        trainer.train(batch)
+        run.trainer.train(batch)
         timer.add("critic")  # whatever follows the last optimiser step inside train
-        if chain.chain and trainer.total_it % trainer.policy_freq == 0:
-            chain.update(batch[0], batch[1])
+        if run.chain.chain and run.trainer.total_it % run.trainer.policy_freq == 0:
+            run.chain.update(batch[0], batch[1])
             timer.add("chain")
 
-    for _ in range(warmup):
-        update()
-    best: tuple[float, dict[str, float]] | None = None
-    for _ in range(repeats):  # the fastest repeat: other processes only ever slow one down
+    def time(self, steps: int) -> None:
+        timer = self.timer
         timer.totals.clear()
         timer.active = True
         timer.start()
         begin = time.perf_counter()
         for _ in range(steps):
-            update()
+            self.update()
         per_update = (time.perf_counter() - begin) / steps
         timer.active = False
-        if best is None or per_update < best[0]:
-            best = (per_update, dict(timer.totals))
-    per_update, totals = best
-    start = time.perf_counter()
-    run.progress = tqdm(disable=True)
-    with contextlib.redirect_stdout(io.StringIO()):  # evaluate's progress line
-        pogo_multi_main.evaluate(run)
-    eval_time = time.perf_counter() - start
-    run.logger.close()
-    shares = {k: totals.get(k, 0.0) / steps for k in SHARES if k != "eval"}
-    shares["eval"] = eval_time / eval_freq
-    total = sum(shares.values())
-    return {"per_update": per_update, "shares": {k: v / total for k, v in shares.items()}}
+        if self.best is None or per_update < self.best[0]:
+            self.best = (per_update, {k: v / steps for k, v in timer.totals.items()})
+
+    def result(self, eval_freq: int) -> dict:
+        """Seconds per update (the fastest chunk), and each part's share of an update."""
+        per_update, parts = self.best
+        start = time.perf_counter()
+        self.run.progress = tqdm(disable=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # evaluate's progress line
+            pogo_multi_main.evaluate(self.run)
+        shares = {k: parts.get(k, 0.0) for k in SHARES if k != "eval"}
+        shares["eval"] = (time.perf_counter() - start) / eval_freq
+        self.run.logger.close()
+        total = sum(shares.values())
+        return {"per_update": per_update, "shares": {k: v / total for k, v in shares.items()}}
+
+
+def measure_together(argvs: list[list[str]], args: argparse.Namespace, timer: StepTimer):
+    """Results of several cases timed in turns, `args.repeats` chunks of `args.steps` each."""
+    cases = [Case(argv, timer, args.warmup) for argv in argvs]
+    for _ in range(args.repeats):
+        for case in cases:
+            case.time(args.steps)
+    return [case.result(args.eval_freq) for case in cases]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
     parser.add_argument("--actors", nargs="+", type=int, default=[1, 3, 5])
-    parser.add_argument("--steps", type=int, default=300, help="timed updates per case")
+    parser.add_argument("--steps", type=int, default=60, help="updates per timed chunk")
     parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=3, help="timings per case; the best counts")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed chunks per case, in turns; the best counts"
+    )
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -163,7 +184,7 @@ def main() -> None:
             cases.append((algorithm, "auto", None, []))
     print(
         f"device {args.device}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-        f"best of {args.repeats} x {args.steps} timed updates per case; eval share: "
+        f"best of {args.repeats} chunks of {args.steps} updates per case, cases in turns; eval: "
         f"{args.n_episodes} episodes per actor every {args.eval_freq} updates\n"
     )
     print(
@@ -181,20 +202,17 @@ def main() -> None:
             *configs, *args.extra,
         ]  # fmt: skip
 
-    iql_one_actor = None  # seconds per IQL update with one actor (one backward pass)
     for algorithm, name, kind, extra in cases:
-        base = None
+        argvs = []
         for n in args.actors:
             configs = list(extra)
             if kind is not None and n > 1:  # every chain actor of this type
                 specs = ", ".join([f"{{type: {kind}}}"] * (n - 1))
                 configs += ["--actor_configs", f"[{specs}]"]
-            result = measure(
-                case_argv(algorithm, n, configs), args.steps, args.warmup, args.eval_freq, timer
-            )
-            base = result["per_update"] if n == 1 else base
-            if algorithm == "iql" and n == 1 and not extra:
-                iql_one_actor = result["per_update"]
+            argvs.append(case_argv(algorithm, n, configs))
+        results = measure_together(argvs, args, timer)
+        base = next((r["per_update"] for n, r in zip(args.actors, results) if n == 1), None)
+        for n, result in zip(args.actors, results):
             ratio = f"{result['per_update'] / base:.2f}x" if base else "-"
             shares = " | ".join(f"{100 * result['shares'][k]:.0f}%" for k in SHARES)
             print(
@@ -202,14 +220,16 @@ def main() -> None:
                 f"{shares} |",
                 flush=True,
             )
-    if iql_one_actor is not None:  # the base update's own saving: one backward instead of three
-        argv = case_argv("iql", 1, ["--single_backward", "false"])
-        corl = measure(argv, args.steps, args.warmup, args.eval_freq, timer, args.repeats)[
-            "per_update"
-        ]
+    if "iql" in args.algorithms:  # the base update's own saving: one backward instead of three
+        single, corl = measure_together(
+            [case_argv("iql", 1, ["--single_backward", flag]) for flag in ("true", "false")],
+            args,
+            timer,
+        )
+        single, corl = single["per_update"], corl["per_update"]
         print(
-            f"\nIQL, 1 actor: one backward pass {1 / iql_one_actor:.1f} updates/s, CORL's three "
-            f"passes {1 / corl:.1f} updates/s: {corl / iql_one_actor:.2f}x",
+            f"\nIQL, 1 actor: one backward pass {1 / single:.1f} updates/s, CORL's three "
+            f"passes {1 / corl:.1f} updates/s: {corl / single:.2f}x",
             flush=True,
         )
     timer.handle.remove()
