@@ -140,3 +140,17 @@ def test_each_actor_network_runs_once_per_chain_update(vectorize, tiny_run_args)
     chain.update(states, actions)
     # vectorised: members' own modules idle; the features module runs once for all of them
     assert calls == ([1, 0, 0, 0, 1, 0, 0] if vectorize else [1, 1, 1, 1])
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_chain_with_actor_dropout_trains_in_both_layouts(vectorize, tiny_run_args, tmp_path):
+    """Dropout draws a mask per member under vmap (and one mask per link in either layout)."""
+    argv = tiny_run_args(
+        "iql", 3, vectorize_chain=vectorize, actor_dropout=0.1, output_dir=tmp_path, log_freq=1
+    )
+    run = _run(argv, 4)
+    assert run.chain.vectorized == vectorize
+    last = json.loads((run.root / "logs" / "train.jsonl").read_text().splitlines()[-1])
+    assert all(torch.isfinite(torch.tensor(last[f"chain/loss_{i}"])) for i in (1, 2))
+    start = run.trainer.actor.state_dict()
+    assert any(not torch.equal(v, start[k]) for k, v in run.chain.actors[2].state_dict().items())

@@ -232,9 +232,9 @@ class ActorChain:
                 self.pair.call, in_dims=(0, 0, None, None), randomness="different"
             )(params, previous, states, actions)
         else:
-            features = torch.func.vmap(self.features.call, in_dims=(0, 0, None))(
-                params, previous, states
-            )  # [E, B, O]
+            features = torch.func.vmap(
+                self.features.call, in_dims=(0, 0, None), randomness="different"
+            )(params, previous, states)  # [E, B, O]; "different": each member's dropout mask
             previous_features = torch.cat([features0[None], features[:-1].detach()])
             out = torch.func.vmap(
                 self.pair.call, in_dims=(0, 0, None, None, 0, 0), randomness="different"
