@@ -194,11 +194,11 @@ def test_awac_networks_follow_corl():
     assert actor.is_gaussian and not actor.tanh_mean and not actor.state_dependent_std
     assert (actor.n_hidden, actor.log_std_min, actor.log_std_max) == (3, -20.0, 2.0)
     assert len([m for m in trainer.critic_1.net if isinstance(m, torch.nn.Linear)]) == 4
-    assert config.energy_normalize_q is False  # resolved from AWAC's own actor loss
+    assert config.energy_normalize_q is True  # AWAC's default (the chain study's pilot)
 
 
 def test_awac_energy_q_and_advantage():
-    trainer, _ = _trainer(awac)
+    trainer, _ = _trainer(awac, "--energy_normalize_q", "false")  # raw -Q: the values by hand
     with torch.no_grad():
         trainer.actor.log_std.fill_(-0.5)
     states, actions = _batch()[:2]
@@ -209,7 +209,15 @@ def test_awac_energy_q_and_advantage():
     energy.sum().backward()
     assert trainer.actor.net[0].weight.grad is not None and trainer.actor.log_std.grad is None
 
-    adv_trainer, _ = _trainer(awac, "--energy_function_type", "advantage")
+    default, _ = _trainer(awac)  # the same networks (same seed), Q divided by mean|Q|
+    with torch.no_grad():
+        default.actor.log_std.fill_(-0.5)
+    normalised = default.compute_energy_function(default.actor, states, actions)
+    assert torch.allclose(normalised, -q / q.abs().mean(), atol=1e-6)
+
+    adv_trainer, _ = _trainer(
+        awac, "--energy_function_type", "advantage", "--energy_normalize_q", "false"
+    )
     with torch.no_grad():
         adv_trainer.actor.log_std.fill_(-0.5)
     torch.manual_seed(11)

@@ -141,8 +141,10 @@ def build(
     config: Config, state_dim: int, action_dim: int, max_action: float, device: str
 ) -> AdvantageWeightedActorCritic:
     """CORL's AWAC networks (3 hidden layers, default init), in CORL's order (actor, critics)."""
-    # AWAC's actor loss does not use Q's scale; its V is Q at actor 0's sampled action
-    resolve_energy_config(config, has_value_function=True, normalize_q=False)
+    # AWAC's own actor loss (advantage-weighted) has no Q scale to follow; raw -Q outweighs
+    # w2_weights' W2^2 and the chain leaves the data (docs/chain_study.md): divide by mean|Q|.
+    # Its V is Q at actor 0's sampled action.
+    resolve_energy_config(config, has_value_function=True, normalize_q=True)
     actor = GaussianMLP(
         state_dim,
         action_dim,

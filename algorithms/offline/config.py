@@ -96,8 +96,8 @@ class PogoConfig:
     sinkhorn_blur: float = 0.05
     # energy of actors i >= 1: q (-Q) or advantage (-(Q - V)), where the algorithm has a V
     energy_function_type: str = "q"
-    # divide Q in the energy by mean|Q| (null: the algorithm's default: yes for TD3+BC, ReBRAC and
-    # IQL (the chain study's pilot), no for AWAC, CQL, SAC-N, EDAC; FQL: its normalize_q_loss)
+    # divide Q in the energy by mean|Q| (null: the algorithm's default: yes for TD3+BC, ReBRAC,
+    # IQL and AWAC (the chain study's pilot), no for CQL, SAC-N, EDAC; FQL: its normalize_q_loss)
     energy_normalize_q: Optional[bool] = None
     # actors i >= 1 as one stacked ensemble (vmap: one forward/backward, one optimiser step) when
     # they share actor 0's architecture; false: a Python loop over them (the same numbers)
