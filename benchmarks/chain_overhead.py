@@ -193,12 +193,13 @@ def main() -> None:
     print("|---|---|---|---|---|" + "---|" * len(SHARES))
 
     def case_argv(algorithm: str, n: int, configs: list[str]) -> list[str]:
+        # each case its own output directory: the cases of a group are alive at the same time
         return [
             "--algorithm", algorithm, "--env", "hopper-medium-v2",
             "--dataset_path", str(data), "--device", args.device,
             "--num_actors", str(n), "--batch_size", str(args.batch_size),
             "--n_episodes", str(args.n_episodes), "--max_timesteps", "1000000",
-            "--output_dir", str(tmp / "runs"), "--overwrite", "--no_wandb", "--quiet",
+            "--output_dir", tempfile.mkdtemp(dir=tmp), "--no_wandb", "--quiet",
             *configs, *args.extra,
         ]  # fmt: skip
 
