@@ -331,7 +331,7 @@ class StochasticMLP(BaseActor):
 
     def forward(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """T(s, z): states [B, S], noise [B, Z] -> actions [B, A]."""
-        return self.max_action * self._net(torch.cat([states, noise], dim=-1))
+        return self.max_action * self.net(torch.cat([states, noise], dim=-1))  # nothing to share
 
     def actions_from_noise(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         B, K, _ = noise.shape

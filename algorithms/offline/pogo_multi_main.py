@@ -154,13 +154,10 @@ class ActorChain:
         c = self.config
         return w2_squared(actor, previous, states, method, K=c.sinkhorn_K, blur=c.sinkhorn_blur)
 
-    def _actor0_features(self, states: torch.Tensor) -> torch.Tensor | None:
-        """Actor 0's network output at the states (no grad), for link 1; None if not shareable."""
-        actor0 = self.actors[0]
-        if not actor0.net_reads_states:
-            return None
-        with torch.no_grad():
-            return actor0.state_features(states)  # [B, O]
+    @staticmethod
+    def _features(actor: BaseActor, states: torch.Tensor) -> torch.Tensor | None:
+        """The actor's network output at the states [B, O] to share; None if it reads noise."""
+        return actor.state_features(states) if actor.net_reads_states else None
 
     def _terms_loop(self, states: torch.Tensor, actions: torch.Tensor):
         """Mean energy and W2^2 of each actor i >= 1, one actor after another: [E], [E].
@@ -169,10 +166,11 @@ class ActorChain:
         and, detached, the next link's predecessor.
         """
         energies, w2s = [], []
-        previous_features = self._actor0_features(states)
+        with torch.no_grad():
+            previous_features = self._features(self.actors[0], states)
         links = zip(self.chain, self.actors, self.w2_methods)  # (actor i, actor i-1, method)
         for actor, previous, method in links:
-            features = actor.state_features(states) if actor.net_reads_states else None
+            features = self._features(actor, states)
             energy, w2 = self._link(
                 actor, previous, states, actions, method, features, previous_features
             )
@@ -226,7 +224,8 @@ class ActorChain:
         previous = {  # actor i-1 for each i: actor 0, then members 1..E-1, detached
             name: torch.cat([actor0[name][None], p[:-1]]).detach() for name, p in params.items()
         }
-        features0 = self._actor0_features(states)  # [B, O] or None
+        with torch.no_grad():
+            features0 = self._features(self.actors[0], states)  # [B, O] or None
         if features0 is None:  # a network that reads noise: nothing to share
             out = torch.func.vmap(
                 self.pair.call, in_dims=(0, 0, None, None), randomness="different"
