@@ -33,7 +33,7 @@ from algorithms.offline.make_dataset import main as make_dataset_main
 from .test_data import hopper_unhealthy
 
 # Families whose medium actor ships in algorithms/offline/behavior_actors/ (what the README says).
-SHIPPED_MEDIUM = ("halfcheetah", "hopper")  # walker2d: not yet (see the README)
+SHIPPED_MEDIUM = ("halfcheetah", "hopper", "walker2d")
 
 
 # ---------------------------------------------------------------- shipped behaviour actors
