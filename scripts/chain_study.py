@@ -8,8 +8,8 @@ with `--w2_weights [w]`, on a dataset made here (`data/<env>_<dataset>-v2.hdf5`,
 missing, `--dataset_size` rows) and written under `<out>/w<w>/`. Runs go `--jobs` at a time with
 `OMP_NUM_THREADS=--threads` each; arguments after `--` override config keys in every run. Run
 again after an interruption: finished runs are skipped and interrupted ones continue with
-`--resume`. At the end the results table of every actor is printed for each weight (the results
-command), and written to `<out>/w<w>.md`.
+`--resume`. At the end the results table of every actor and the chain's verdict (the results
+command with `--chain`) are printed for each weight, and written to `<out>/w<w>.md`.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     for weight in args.w2_weights:
         out = weight_dir(args.out, weight)
         if out.is_dir():
-            cmd = [sys.executable, "-m", "algorithms.offline.results", str(out)]
+            cmd = [sys.executable, "-m", "algorithms.offline.results", str(out), "--chain"]
             table = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True).stdout
             (args.out / f"w{weight:g}.md").write_text(table)
             print(f"\n## w2_weights [{weight:g}]\n\n{table}")

@@ -66,6 +66,8 @@ def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
         ]
         table = (tmp_path / "out" / f"w{weight}.md").read_text()
         assert "| td3_bc | hopper-medium-v2 | 1 |" in table
+        assert "| td3_bc | hopper-medium-v2 | 0 | 20 |" in table  # the chain's verdict, per seed
+        assert table.rstrip().splitlines()[-1].endswith(("| passes |", "| fails |"))
     capsys.readouterr()
     # a second call finds everything done and only tabulates
     assert chain_study.main(argv) == 0

@@ -46,6 +46,47 @@ def test_markdown_table_last_best_and_averages(results_dir):
     ]
 
 
+def test_chain_verdict_pairs_seeds_against_actor_0s_spread(results_dir):
+    table = results.chain_verdict(results.collect(results_dir)).splitlines()
+    assert table[2:6] == [
+        "| iql | hopper-medium-expert-v2 | 0 | 10 | 100.0 | 110.0 | +10.0 |",
+        "| iql | hopper-medium-v2 | 0 | 20 | 30.0 | 20.0 | -10.0 |",
+        "| iql | hopper-medium-v2 | 1 | 20 | 50.0 | 60.0 | +10.0 |",
+        "| td3_bc | walker2d-medium-replay-v2 | 0 | 5 | 1.0 | 2.0 | +1.0 |",
+    ]
+    # hopper-medium: differences -10 and +10 (mean 0, not > 0), actor 0's spread std(30, 50) = 10
+    assert table[9:] == [
+        "| iql | hopper-medium-expert-v2 | 1 | 100.0 ± 0.0 | 110.0 ± 0.0 | +10.0 ± 0.0 | 0.0 | wins |",
+        "| iql | hopper-medium-v2 | 2 | 40.0 ± 10.0 | 40.0 ± 20.0 | +0.0 ± 10.0 | 10.0 | level |",
+        "| td3_bc | walker2d-medium-replay-v2 | 1 | 1.0 ± 0.0 | 2.0 ± 0.0 | +1.0 ± 0.0 | 0.0 | wins |",
+        "| iql | average |  | 70.0 | 75.0 | +5.0 |  | passes |",
+        "| td3_bc | average |  | 1.0 | 2.0 | +1.0 |  | passes |",
+    ]
+
+
+def test_chain_verdict_a_loss_beyond_the_spread_fails(tmp_path, capsys):
+    for seed, (first, last) in enumerate([(40.0, 37.0), (42.0, 40.0)]):
+        logs = tmp_path / "td3_bc" / "hopper" / "medium-v2" / f"seed_{seed}" / "logs"
+        logs.mkdir(parents=True)
+        rows = [",".join(EVAL_COLUMNS)] + [f"50,{i},0,0,{x},0" for i, x in enumerate((first, last))]
+        (logs / "eval.csv").write_text("\n".join(rows) + "\n")
+    results.main([str(tmp_path), "--chain"])
+    out = capsys.readouterr().out.splitlines()
+    # differences -3 and -2: mean -2.5, below minus actor 0's spread (std(40, 42) = 1)
+    assert (
+        "| td3_bc | hopper-medium-v2 | 2 | 41.0 ± 1.0 | 38.5 ± 1.5 | -2.5 ± 0.5 | 1.0 | loses |"
+        in out
+    )
+    assert out[-1] == "| td3_bc | average |  | 41.0 | 38.5 | -2.5 |  | fails |"
+
+
+def test_chain_verdict_is_empty_without_a_chain(tmp_path):
+    logs = tmp_path / "iql" / "hopper" / "medium-v2" / "seed_0" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "eval.csv").write_text(",".join(EVAL_COLUMNS) + "\n10,0,0,0,5.0,0\n")
+    assert results.chain_verdict(results.collect(tmp_path)) == ""
+
+
 def test_csv_format(results_dir, capsys):
     results.main([str(results_dir), "--format", "csv"])
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))

@@ -1,11 +1,12 @@
 """Results across runs: a per-actor table over seeds, and plots.
 
-    python -m algorithms.offline.results results/ [--format markdown|csv] [--plot plots/]
+    python -m algorithms.offline.results results/ [--format markdown|csv] [--plot plots/] [--chain]
 
 Reads every `<algorithm>/<family>/<task>/seed_<N>/logs/eval.csv` under the directory. A row per
 algorithm and dataset, a column per actor; "last" is each seed's final evaluation and "best" each
 seed's best one (CORL's convention), both as mean +- std over seeds; then the average over the
-datasets of each algorithm.
+datasets of each algorithm. `--chain` adds the chain's verdict: per seed, the last actor against
+actor 0, and per dataset whether it wins, is level within actor 0's seed spread, or loses.
 """
 
 from __future__ import annotations
@@ -146,6 +147,54 @@ def format_table(table: list[dict], fmt: str = "markdown") -> str:
     return "\n".join(lines) + "\n"
 
 
+def chain_verdict(runs: list[RunScores]) -> str:
+    """Does the chain beat its own actor 0? (issue 9's test of POGO, in markdown.)
+
+    Per run: every actor's final score and the last actor minus actor 0. Per (algorithm,
+    dataset): that difference paired by seed, mean ± std over seeds, against actor 0's seed
+    spread (its std over seeds, as in the main table): "wins" if the mean is > 0, "level" if it
+    is within the spread, "loses" if it is below minus the spread. Per algorithm: "passes" if the
+    difference averaged over datasets is >= 0 and no dataset loses.
+    """
+    chains = [r for r in runs if r.scores.shape[1] > 1]
+    if not chains:
+        return ""
+    n_actors = max(r.scores.shape[1] for r in chains)
+    header = ["algorithm", "dataset", "seed", "updates"]
+    header += [f"actor {i}" for i in range(n_actors)] + ["last - actor 0"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    groups: dict[tuple[str, str], list[RunScores]] = defaultdict(list)
+    for run in sorted(chains, key=lambda r: (r.algorithm, r.dataset, r.seed)):
+        groups[(run.algorithm, run.dataset)].append(run)
+        cells = [run.algorithm, run.dataset, str(run.seed), str(int(run.steps[-1]))]
+        cells += [f"{x:.1f}" for x in run.last] + [""] * (n_actors - len(run.last))
+        cells.append(f"{run.last[-1] - run.last[0]:+.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+
+    header = ["algorithm", "dataset", "seeds", "actor 0", "last actor", "last - actor 0"]
+    header += ["actor 0 seed spread", "verdict"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    by_algorithm: dict[str, list[tuple[float, float, float, str]]] = defaultdict(list)
+    for (algorithm, dataset), group in groups.items():
+        first = np.array([r.last[0] for r in group])  # [seeds]
+        last = np.array([r.last[-1] for r in group])  # [seeds]
+        diff, spread = last - first, float(np.std(first))
+        mean = float(diff.mean())
+        verdict = "wins" if mean > 0 else "level" if mean >= -spread else "loses"
+        by_algorithm[algorithm].append((first.mean(), last.mean(), mean, verdict))
+        cells = [algorithm, dataset, str(len(group)), Cell(first.mean(), first.std()).text()]
+        cells += [Cell(last.mean(), last.std()).text(), f"{mean:+.1f} ± {diff.std():.1f}"]
+        cells += [f"{spread:.1f}", verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    for algorithm, rows in by_algorithm.items():
+        first, last, diff = (float(np.mean([r[k] for r in rows])) for k in range(3))
+        passes = diff >= 0 and all(r[3] != "loses" for r in rows)
+        cells = [algorithm, "average", "", f"{first:.1f}", f"{last:.1f}", f"{diff:+.1f}", ""]
+        cells.append("passes" if passes else "fails")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def read_chain_log(root: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """steps [T] and each `chain/*` series [T] from a run's train.jsonl."""
     path = root / "logs" / "train.jsonl"
@@ -223,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results_dir", type=Path, help="output_dir of the runs, e.g. results/")
     parser.add_argument("--format", default="markdown", choices=("markdown", "csv"))
     parser.add_argument("--plot", type=Path, help="write the plots (PNG) into this directory")
+    parser.add_argument(
+        "--chain", action="store_true", help="also: per seed, the last actor against actor 0"
+    )
     args = parser.parse_args(argv)
     if not args.results_dir.is_dir():
         sys.exit(f"error: results_dir: no such directory {args.results_dir}")
@@ -230,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         sys.exit(f"error: no logs/eval.csv with evaluations under {args.results_dir}")
     print(format_table(summarize(runs), args.format), end="")
+    if args.chain:
+        print("\n" + chain_verdict(runs), end="")
     if args.plot:
         files = plot_all(runs, args.plot)
         print(f"wrote {len(files)} plots to {args.plot}", file=sys.stderr)
