@@ -48,6 +48,13 @@ COMMON_KEYS = (
 )
 #: the chain: a starting point, not tuned values
 CHAIN: dict[str, Any] = {"num_actors": 3, "w2_weights": [10.0, 10.0]}
+#: settings the chain study ran with (docs/chain_study.md), per algorithm. Evaluation at the
+#: mean action: IQL's sampled Gaussian actors scored ~10 points lower and made the comparison of
+#: actors noisy; TD3+BC's actors are deterministic, so it only says what the study did.
+STUDIED: dict[str, dict[str, Any]] = {
+    "iql": {"eval_mode": "mean"},
+    "td3_bc": {"eval_mode": "mean"},
+}
 
 #: values every CORL YAML of an algorithm uses where they differ from CORL's dataclass defaults
 ALL_DATASETS: dict[str, dict[str, Any]] = {
@@ -110,6 +117,7 @@ def make_config(algorithm: str, env: str, dataset: str) -> dict[str, Any]:
     values: dict[str, Any] = {"algorithm": algorithm, "env": f"{env}-{dataset}-v2"}
     values.update({key: getattr(defaults, key) for key in COMMON_KEYS})
     values.update(CHAIN)
+    values.update(STUDIED.get(algorithm, {}))
     values["group"] = f"pogo-{algorithm}-{env}-{dataset}-v2"
     values["name"] = f"pogo-{algorithm}"
     values.update({key: getattr(defaults, key) for key in own})
