@@ -51,6 +51,10 @@ def test_actor_configs_from_cli():
         ("w2_method: emd\n", r"w2_method: must be one of"),
         ("eval_mode: greedy\n", r"eval_mode: must be one of"),
         ("num_actors: 3\nactor_configs: [{type: gaussian}]\n", r"actor_configs: 1 entries"),
+        ("settle_steps: -5\n", r"settle_steps: must be >= 0, got -5"),
+        ("num_actors: 1\nsettle_steps: 10\n", r"settle_steps: it trains actors i >= 1"),
+        ("num_actors: 3\nsettle_w2_weights: [1, 2, 3]\n", r"settle_w2_weights: 3 values"),
+        ("settle_w2_weights: [.inf]\n", r"settle_w2_weights: must be finite and >= 0"),
         ("- a\n- b\n", r"must be a mapping of config keys"),
     ],
 )

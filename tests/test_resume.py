@@ -71,6 +71,23 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_run_args, tmp_path
     assert _logs(resumed) == _logs(clean)
 
 
+def test_a_gpu_checkpoint_resumes_on_the_cpu(tiny_run_args, tmp_path):
+    """A CUDA generator's state (16 bytes) does not load into a CPU generator: the sampler goes
+    on from a stream seeded by it, the same one on every resume."""
+    finals = []
+    for copy in ("a", "b"):
+        argv = tiny_run_args("td3_bc", 3, max_timesteps=20, output_dir=tmp_path / copy)
+        root = pogo_multi_main.main(argv)
+        path = root / "checkpoints" / (root / "checkpoints" / "latest").read_text().strip()
+        state = torch.load(path, weights_only=False)
+        state["buffer"] = {"generator": torch.arange(16, dtype=torch.uint8), "device": "cuda"}
+        state["chain"]["stream"]["cuda"] = torch.arange(16, dtype=torch.uint8)
+        torch.save(state, path)
+        pogo_multi_main.main(argv + ["--max_timesteps", "30", "--resume"])
+        finals.append((root / "logs" / "eval.csv").read_text())
+    assert finals[0] == finals[1] and "\n30,2," in finals[0]
+
+
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_run_args, capsys):
     argv = tiny_run_args("td3_bc", 3, max_timesteps=30, eval_freq=10)
     root = pogo_multi_main.main(argv)

@@ -99,6 +99,12 @@ class PogoConfig:
     # divide Q in the energy by mean|Q| (null: the algorithm's default: yes for TD3+BC, ReBRAC,
     # IQL and AWAC (the chain study's pilot), no for CQL, SAC-N, EDAC; FQL: its normalize_q_loss)
     energy_normalize_q: Optional[bool] = None
+    # after max_timesteps, this many more updates of actors i >= 1 alone, against the final
+    # actor 0 and critics (frozen), at the chain's initial learning rate (no schedule): each link
+    # then takes its JKO step from a fixed predecessor (docs/chain_study.md); 0: no such phase
+    settle_steps: int = 0
+    # W2 weights of those updates (one per actor i >= 1, or one value; null: w2_weights)
+    settle_w2_weights: Optional[List[float]] = None
     # actors i >= 1 as one stacked ensemble (vmap: one forward/backward, one optimiser step) when
     # they share actor 0's architecture; false: a Python loop over them (the same numbers)
     vectorize_chain: bool = True
@@ -160,6 +166,22 @@ class PogoConfig:
             )
         if any(not 0 <= w < float("inf") for w in self.w2_weights):
             raise ConfigError(f"w2_weights: must be finite and >= 0, got {self.w2_weights}")
+        if self.settle_steps < 0:
+            raise ConfigError(f"settle_steps: must be >= 0, got {self.settle_steps}")
+        if self.settle_steps and n_chain < 1:
+            raise ConfigError("settle_steps: it trains actors i >= 1, and num_actors is 1")
+        if self.settle_w2_weights is not None:
+            if len(self.settle_w2_weights) == 1 and n_chain > 1:
+                self.settle_w2_weights = self.settle_w2_weights * n_chain
+            if len(self.settle_w2_weights) != n_chain:
+                raise ConfigError(
+                    f"settle_w2_weights: {len(self.settle_w2_weights)} values for num_actors="
+                    f"{self.num_actors}; give {n_chain} (one per actor i >= 1), one value or null"
+                )
+            if any(not 0 <= w < float("inf") for w in self.settle_w2_weights):
+                raise ConfigError(
+                    f"settle_w2_weights: must be finite and >= 0, got {self.settle_w2_weights}"
+                )
         if self.actor_configs is not None and len(self.actor_configs) != n_chain:
             raise ConfigError(
                 f"actor_configs: {len(self.actor_configs)} entries for num_actors="
@@ -174,6 +196,11 @@ class PogoConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}: must be one of {allowed}, got {getattr(self, key)!r}")
+
+    @property
+    def total_steps(self) -> int:
+        """Updates of the whole run: the joint phase, then the chain's settle phase."""
+        return self.max_timesteps + self.settle_steps
 
 
 def load_algorithm(name: str) -> ModuleType:

@@ -11,6 +11,9 @@
   where the energy comes from the algorithm file (`compute_energy_function`, e.g. -Q(s, pi(s)))
   and W2^2 from `w2.py` (an estimator chosen from the policy types, one scale for all of them).
   This is one JKO step per update: pi_i is the proximal point of the energy from pi_{i-1}.
+* With `settle_steps`, after `max_timesteps` the chain trains on alone: actor 0 and the
+  critics are frozen, so each link solves its JKO step from a fixed predecessor instead of
+  tracking a moving one (`settle_w2_weights` can make that step larger).
 * `num_actors: 1` is the base algorithm, number for number.
 
 Run: python -m algorithms.offline.pogo_multi_main --config_path configs/offline/pogo_multi/...yaml
@@ -150,6 +153,16 @@ class ActorChain:
             for i, v in enumerate(row, start=1)
         }
 
+    def settle(self, weights: list[float]) -> None:
+        """Enter the settle phase: the settle W2 weights, and each optimiser back at its initial
+        learning rate with no schedule (a schedule that ends with the joint phase, like IQL's
+        cosine, would leave the chain no steps to take)."""
+        self.weights = torch.tensor(weights[: len(self.chain)], device=self.weights.device)
+        self.schedulers = [None] * len(self.schedulers)
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group.get("initial_lr", group["lr"])
+
     def _w2(self, actor: BaseActor, previous: BaseActor, states: torch.Tensor, method: str):
         c = self.config
         return w2_squared(actor, previous, states, method, K=c.sinkhorn_K, blur=c.sinkhorn_blur)
@@ -269,7 +282,7 @@ class ActorChain:
         for i, target in enumerate(self.targets):
             target.load_state_dict(state["targets"][i])
             self.optimizers[i].load_state_dict(state["optimizers"][i])
-            if self.schedulers[i] is not None:
+            if self.schedulers[i] is not None and state["schedulers"][i] is not None:
                 self.schedulers[i].load_state_dict(state["schedulers"][i])
         self.stream.load_state_dict(state["stream"])
 
@@ -398,22 +411,33 @@ def train(run: Run) -> Path:
     )
     run.progress = progress_bar(config, run.step)
     run.clock = (time.perf_counter(), run.step)
-    for t in range(run.step + 1, config.max_timesteps + 1):
+    for t in range(run.step + 1, config.max_timesteps + 1):  # the joint phase
         batch = run.buffer.sample(config.batch_size)
         log = trainer.train(batch)
         if chain.chain and trainer.total_it % trainer.policy_freq == 0:
             log.update(chain.update(batch[0], batch[1]))
-        run.step = t
-        check_finite_losses(log, t, run.checkpoints.latest_path())
-        if t % config.log_freq == 0:
-            run.logger.log_train(t, log)
-        run.progress.update()
-        if t % config.eval_freq == 0 or t == config.max_timesteps:
-            evaluate(run)
+        after_update(run, t, log)
+    if config.settle_steps:  # the settle phase: actor 0 and the critics stay as they are
+        chain.settle(config.settle_w2_weights or config.w2_weights)
+        for t in range(max(run.step, config.max_timesteps) + 1, config.total_steps + 1):
+            batch = run.buffer.sample(config.batch_size)
+            after_update(run, t, chain.update(batch[0], batch[1]))
     run.progress.close()
     run.logger.close()
     report_final(run.scores, run.step, run.root)
     return run.root
+
+
+def after_update(run: Run, t: int, log: dict[str, float]) -> None:
+    """Update t is done: check and log its losses, evaluate and checkpoint when due."""
+    config = run.config
+    run.step = t
+    check_finite_losses(log, t, run.checkpoints.latest_path())
+    if t % config.log_freq == 0:
+        run.logger.log_train(t, log)
+    run.progress.update()
+    if t % config.eval_freq == 0 or t in (config.max_timesteps, config.total_steps):
+        evaluate(run)
 
 
 def evaluate(run: Run) -> None:

@@ -44,6 +44,7 @@ def run_dir(config: PogoConfig) -> Path:
 #: keys a resumed run may change: they do not alter what is trained
 RESUMABLE_CHANGES = ("resume", "overwrite", "use_wandb", "max_timesteps", "device", "project")
 RESUMABLE_CHANGES += ("group", "name", "log_freq", "keep_checkpoints", "quiet")
+RESUMABLE_CHANGES += ("settle_steps", "settle_w2_weights")  # a finished run can settle later
 
 
 def check_run_dir(config: PogoConfig) -> Path:
@@ -259,7 +260,7 @@ def report_eval(
 def progress_bar(config: PogoConfig, step: int) -> tqdm:
     """The run's bar (updates/s, scores); disabled when quiet or not on a terminal."""
     show = not config.quiet and sys.stderr.isatty()
-    return tqdm(total=config.max_timesteps, initial=step, disable=not show, unit="upd",
+    return tqdm(total=config.total_steps, initial=step, disable=not show, unit="upd",
                 dynamic_ncols=True, smoothing=0.05)  # fmt: skip
 
 

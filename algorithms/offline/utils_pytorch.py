@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import math
 import os
 import random
@@ -156,7 +157,9 @@ class RandomStream:
         return {"cpu": self._state[0], "cuda": self._state[1]}
 
     def load_state_dict(self, state: dict) -> None:
-        self._state = (state["cpu"], state["cuda"])
+        # a checkpoint made on the CPU has no CUDA state: the fresh stream's stays
+        cuda = state["cuda"] if state["cuda"] is not None else self._state[1]
+        self._state = (state["cpu"], cuda if self.cuda else None)
 
 
 class ReplayBuffer:
@@ -192,10 +195,18 @@ class ReplayBuffer:
         ]
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "device": self.generator.device.type}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        """The saved sampler; from a run on another device type (resumed on the CPU after a
+        GPU, say), a stream seeded by the saved state: one device's generator state does not
+        load into another's, and such a resume is not number for number anyway."""
+        saved = state["generator"]
+        if state.get("device", self.generator.device.type) == self.generator.device.type:
+            self.generator.set_state(saved)
+        else:
+            digest = hashlib.sha256(saved.numpy().tobytes()).digest()
+            self.generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 @torch.no_grad()

@@ -1,0 +1,61 @@
+"""The settle phase: after max_timesteps only actors i >= 1 train, at the settle W2 weights."""
+
+import json
+
+import torch
+
+from algorithms.offline import pogo_multi_main
+from algorithms.offline.utils_pytorch import named_tensors
+
+
+def _checkpoint(root, step: int) -> dict:
+    return torch.load(root / "checkpoints" / f"checkpoint_{step:010d}.pt", weights_only=False)
+
+
+def _tensors(tree) -> dict[str, torch.Tensor]:
+    return dict(named_tensors(tree))
+
+
+def test_settle_trains_only_the_chain_with_its_own_weights(tiny_run_args):
+    argv = tiny_run_args("iql", 3, max_timesteps=20, keep_checkpoints=5)
+    root = pogo_multi_main.main(argv + ["--settle_steps", "10", "--settle_w2_weights", "[0.5]"])
+    steps = [line.split(",")[0] for line in (root / "logs/eval.csv").read_text().splitlines()[1:]]
+    assert steps == ["10"] * 3 + ["20"] * 3 + ["30"] * 3  # the joint phase's end is evaluated
+    joint, settled = _checkpoint(root, 20), _checkpoint(root, 30)
+    assert settled["step"] == 30
+    # actor 0, the critics and their optimisers: exactly as the joint phase left them
+    before, after = _tensors(joint["trainer"]), _tensors(settled["trainer"])
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # the chain moved, at IQL's initial learning rate (its cosine schedule ended at step 20)
+    before, after = _tensors(joint["chain"]["actors"]), _tensors(settled["chain"]["actors"])
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    for opt in settled["chain"]["optimizers"]:
+        assert [g["lr"] for g in opt["param_groups"]] == [3e-4]
+    # losses logged in the settle phase use the settle weights: loss = energy + 0.5 * W2^2
+    logs = [json.loads(line) for line in (root / "logs/train.jsonl").read_text().splitlines()]
+    settle_logs = [r for r in logs if r["step"] > 20]
+    assert [r["step"] for r in settle_logs] == [25, 30]
+    assert all("q_loss" not in r for r in settle_logs)  # the trainer is not called
+    for r in settle_logs:
+        for i in (1, 2):
+            expected = r[f"chain/energy_{i}"] + 0.5 * r[f"chain/w2_{i}"]
+            assert abs(r[f"chain/loss_{i}"] - expected) < 1e-5
+
+
+def test_a_finished_run_settles_on_resume_as_in_one_go(tiny_run_args, tmp_path):
+    settle = ["--settle_steps", "10", "--settle_w2_weights", "[0.5]"]
+    argv = tiny_run_args("td3_bc", 3, max_timesteps=20)
+    one_go = pogo_multi_main.main(argv + settle + ["--output_dir", str(tmp_path / "a")])
+    later = argv + ["--output_dir", str(tmp_path / "b")]
+    pogo_multi_main.main(later)  # a finished run, then its settle phase
+    resumed = pogo_multi_main.main(later + settle + ["--resume"])
+    a = _tensors(
+        {"trainer": _checkpoint(one_go, 30)["trainer"], "chain": _checkpoint(one_go, 30)["chain"]}
+    )
+    b = _tensors(
+        {"trainer": _checkpoint(resumed, 30)["trainer"], "chain": _checkpoint(resumed, 30)["chain"]}
+    )
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (one_go / "logs/eval.csv").read_text() == (resumed / "logs/eval.csv").read_text()
