@@ -72,6 +72,14 @@ def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
     # a second call finds everything done and only tabulates
     assert chain_study.main(argv) == 0
     assert "chain study: 0 runs, 0 failed, 2 done before" in capsys.readouterr().out
+    # a settle phase later: both finished runs are resumed into it
+    settle = ["--settle_steps", "10", "--settle_w2_weight", "0.5"]
+    assert chain_study.main(argv[:-7] + settle + argv[-7:]) == 0
+    assert "chain study: 2 runs, 0 failed, 0 done before" in capsys.readouterr().out
+    for weight in ("1", "50"):
+        root = tmp_path / "out" / f"w{weight}" / "td3_bc/hopper/medium-v2/seed_0"
+        assert (root / "logs/eval.csv").read_text().splitlines()[-1].startswith("30,2,")
+        assert "settle_w2_weights:\n- 0.5\n- 0.5\n" in (root / "logs/config.yaml").read_text()
 
 
 @pytest.mark.parametrize(

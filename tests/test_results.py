@@ -80,6 +80,16 @@ def test_chain_verdict_a_loss_beyond_the_spread_fails(tmp_path, capsys):
     assert out[-1] == "| td3_bc | average |  | 41.0 | 38.5 | -2.5 |  | fails |"
 
 
+def test_up_to_tabulates_runs_as_they_were_at_that_update(results_dir, capsys):
+    results.main([str(results_dir), "--up_to", "10"])
+    table = capsys.readouterr().out
+    # hopper-medium at step 10: seeds (10, 40) and (20, 10); walker's only evaluation is at 5
+    assert "| iql | hopper-medium-v2 | 2 | 15.0 ± 5.0 | 25.0 ± 15.0 |" in table
+    assert "| td3_bc | walker2d-medium-replay-v2 | 1 | 1.0 ± 0.0 |" in table
+    with pytest.raises(SystemExit, match="no logs/eval.csv with evaluations"):
+        results.main([str(results_dir), "--up_to", "4"])
+
+
 def test_chain_verdict_is_empty_without_a_chain(tmp_path):
     logs = tmp_path / "iql" / "hopper" / "medium-v2" / "seed_0" / "logs"
     logs.mkdir(parents=True)

@@ -1,6 +1,7 @@
 """Results across runs: a per-actor table over seeds, and plots.
 
     python -m algorithms.offline.results results/ [--format markdown|csv] [--plot plots/] [--chain]
+        [--up_to N]
 
 Reads every `<algorithm>/<family>/<task>/seed_<N>/logs/eval.csv` under the directory. A row per
 algorithm and dataset, a column per actor; "last" is each seed's final evaluation and "best" each
@@ -46,8 +47,9 @@ class RunScores:
         return self.scores.max(axis=0)  # [n_actors]
 
 
-def read_run(eval_csv: Path) -> RunScores | None:
-    """A run from its eval.csv (None if it has no evaluation yet)."""
+def read_run(eval_csv: Path, up_to: int | None = None) -> RunScores | None:
+    """A run from its eval.csv, evaluations after update `up_to` left out (None if it has no
+    evaluation by then)."""
     root = eval_csv.parent.parent  # .../<algorithm>/<family>/<task>/seed_<N>
     seed_dir, task, family, algorithm = (
         root.name,
@@ -60,7 +62,8 @@ def read_run(eval_csv: Path) -> RunScores | None:
     by_step: dict[int, dict[int, float]] = defaultdict(dict)
     with eval_csv.open(newline="") as f:
         for row in csv.DictReader(f):
-            by_step[int(row["step"])][int(row["actor"])] = float(row["normalized_score_mean"])
+            if up_to is None or int(row["step"]) <= up_to:
+                by_step[int(row["step"])][int(row["actor"])] = float(row["normalized_score_mean"])
     if not by_step:
         return None
     steps = sorted(by_step)
@@ -71,8 +74,8 @@ def read_run(eval_csv: Path) -> RunScores | None:
     )
 
 
-def collect(results_dir: Path) -> list[RunScores]:
-    runs = [read_run(p) for p in sorted(results_dir.rglob("logs/eval.csv"))]
+def collect(results_dir: Path, up_to: int | None = None) -> list[RunScores]:
+    runs = [read_run(p, up_to) for p in sorted(results_dir.rglob("logs/eval.csv"))]
     return [r for r in runs if r is not None]
 
 
@@ -275,10 +278,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--chain", action="store_true", help="also: per seed, the last actor against actor 0"
     )
+    parser.add_argument(
+        "--up_to", type=int, help="tabulate each run as it was at this update (e.g. before its "
+        "settle phase): later evaluations are left out",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not args.results_dir.is_dir():
         sys.exit(f"error: results_dir: no such directory {args.results_dir}")
-    runs = collect(args.results_dir)
+    runs = collect(args.results_dir, args.up_to)
     if not runs:
         sys.exit(f"error: no logs/eval.csv with evaluations under {args.results_dir}")
     print(format_table(summarize(runs), args.format), end="")
