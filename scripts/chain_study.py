@@ -8,8 +8,9 @@ with `--w2_weights [w]`, on a dataset made here (`data/<env>_<dataset>-v2.hdf5`,
 missing, `--dataset_size` rows) and written under `<out>/w<w>/`. Runs go `--jobs` at a time with
 `OMP_NUM_THREADS=--threads` each; arguments after `--` override config keys in every run. Run
 again after an interruption: finished runs are skipped and interrupted ones continue with
-`--resume`. `--settle_steps N` gives every run the chain's settle phase (N more updates of the
-chain alone at `--settle_w2_weight`); runs finished without one are resumed into it. At the end
+`--resume`. Each run has its config's settle phase (the chain alone after `--max_timesteps`;
+`--settle_steps` and `--settle_w2_weight` override it); runs finished before their settle phase
+are resumed into it. At the end
 the results table of every actor and the chain's verdict (the results command with `--chain`)
 are printed for each weight, and written to `<out>/w<w>.md`.
 """
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -77,7 +80,10 @@ def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], in
                                 algorithm, f"{env}-{dataset}-v2", output_dir=str(out), seed=seed
                             )
                         )
-                        state = run_state(root, args.max_timesteps + args.settle_steps)
+                        settle = args.settle_steps
+                        if settle is None:  # the config's settle phase
+                            settle = yaml.safe_load((REPO / config).read_text())["settle_steps"]
+                        state = run_state(root, args.max_timesteps + settle)
                         if state == "done":
                             done += 1
                             continue
@@ -85,8 +91,9 @@ def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], in
                         cmd += ["--config_path", config, "--seed", str(seed)]
                         cmd += ["--dataset_path", str(path), "--w2_weights", f"[{weight:g}]"]
                         cmd += ["--max_timesteps", str(args.max_timesteps)]
-                        if args.settle_steps:
+                        if args.settle_steps is not None:
                             cmd += ["--settle_steps", str(args.settle_steps)]
+                        if args.settle_w2_weight is not None:
                             cmd += ["--settle_w2_weights", f"[{args.settle_w2_weight:g}]"]
                         cmd += ["--n_episodes", str(args.n_episodes), "--no_wandb", "--quiet"]
                         cmd += ["--output_dir", str(out), *args.extra]
@@ -137,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--w2_weights", nargs="+", type=float, default=[10.0, 50.0, 100.0, 500.0])
     parser.add_argument("--max_timesteps", type=int, default=50_000)
     parser.add_argument(
-        "--settle_steps", type=int, default=0, help="the chain's settle phase after each run"
+        "--settle_steps", type=int, help="the chain's settle phase (default: the config's)"
     )
-    parser.add_argument("--settle_w2_weight", type=float, default=0.1, help="its W2 weight")
+    parser.add_argument("--settle_w2_weight", type=float, help="its W2 weight (the config's)")
     parser.add_argument("--n_episodes", type=int, default=10)
     parser.add_argument("--dataset_size", type=int, default=100_000, help="rows of made datasets")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)

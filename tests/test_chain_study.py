@@ -51,7 +51,7 @@ def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
     )
     argv = ["--algorithms", "td3_bc", "--envs", "hopper", "--datasets", "medium"]
     argv += ["--seeds", "0", "--w2_weights", "1", "50", "--max_timesteps", "20"]
-    argv += ["--dataset_size", "300", "--n_episodes", "1", "--jobs", "2"]
+    argv += ["--dataset_size", "300", "--n_episodes", "1", "--jobs", "2", "--settle_steps", "0"]
     argv += ["--out", str(tmp_path / "out"), "--data_dir", str(tmp_path / "data")]
     argv += ["--", "--eval_freq", "10", "--batch_size", "32", "--device", "cpu"]
     assert chain_study.main(argv) == 0
