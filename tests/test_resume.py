@@ -88,6 +88,16 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu(tiny_run_args, tmp_path):
     assert finals[0] == finals[1] and "\n30,2," in finals[0]
 
 
+def test_a_moved_run_resumes_from_its_new_directory(tiny_run_args, tmp_path):
+    old = pogo_multi_main.main(tiny_run_args("iql", 2, output_dir=tmp_path / "old"))
+    new = tmp_path / "new" / old.relative_to(tmp_path / "old")
+    new.parent.mkdir(parents=True)
+    old.rename(new)
+    argv = tiny_run_args("iql", 2, output_dir=tmp_path / "new", max_timesteps=30)
+    assert pogo_multi_main.main(argv + ["--resume"]) == new
+    assert (new / "logs" / "eval.csv").read_text().splitlines()[-1].startswith("30,1,")
+
+
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_run_args, capsys):
     argv = tiny_run_args("td3_bc", 3, max_timesteps=30, eval_freq=10)
     root = pogo_multi_main.main(argv)

@@ -45,6 +45,7 @@ def run_dir(config: PogoConfig) -> Path:
 RESUMABLE_CHANGES = ("resume", "overwrite", "use_wandb", "max_timesteps", "device", "project")
 RESUMABLE_CHANGES += ("group", "name", "log_freq", "keep_checkpoints", "quiet")
 RESUMABLE_CHANGES += ("settle_steps", "settle_w2_weights")  # a finished run can settle later
+RESUMABLE_CHANGES += ("output_dir",)  # a moved run: the directory found is the run's
 
 
 def check_run_dir(config: PogoConfig) -> Path:
