@@ -337,6 +337,7 @@ def test_w2_on_policies_and_gradients_reach_only_the_actor():
             r"actor_configs: the JAX chain",
         ),
         ("fql", ["--resume"], r"resume: the JAX chain writes no checkpoints"),
+        ("rebrac", ["--settle_steps", "100"], r"settle_steps: the JAX chain has no settle phase"),
         ("fql", ["--q_agg", "max"], r"q_agg: must be one of \('mean', 'min'\)"),
         ("fql", ["--flow_steps", "0"], r"flow_steps: must be >= 1"),
         ("rebrac", ["--policy_noise", "-1"], r"policy_noise: must be >= 0"),

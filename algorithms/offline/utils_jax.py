@@ -122,6 +122,11 @@ def check_jax_config(config: PogoConfig) -> None:
         raise ConfigError(
             "resume: the JAX chain writes no checkpoints to resume from; rerun with --overwrite"
         )
+    if config.settle_steps:
+        raise ConfigError(
+            "settle_steps: the JAX chain has no settle phase yet (PyTorch algorithms only); "
+            "set it to 0"
+        )
 
 
 def q_energy(q: jax.Array, normalize: bool, scale: float = 1.0) -> jax.Array:
