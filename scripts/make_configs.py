@@ -151,11 +151,11 @@ def chain_comment(algorithm: str, env: str, dataset: str) -> str:
     """What the chain study says about this file's chain settings."""
     if algorithm not in STUDIED:
         return (
-            "# Chain settings (num_actors, w2_weights) are a starting point, not tuned values: the\n"
-            "# chain study (docs/chain_study.md) covered IQL and TD3+BC only.\n"
+            "# Chain settings (num_actors, w2_weights) are a starting point, not tuned values:\n"
+            "# the chain study (docs/chain_study.md) covered IQL and TD3+BC only.\n"
         )
     result = STUDY_RESULTS.get(
-        (algorithm, env, dataset), "not run on this dataset yet, the values are halfcheetah's"
+        (algorithm, env, dataset), "not studied yet; the values come from halfcheetah"
     )
     return (
         "# Chain settings (w2_weights, settle_steps, settle_w2_weights, eval_mode): the chain\n"
