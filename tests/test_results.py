@@ -90,6 +90,19 @@ def test_up_to_tabulates_runs_as_they_were_at_that_update(results_dir, capsys):
         results.main([str(results_dir), "--up_to", "4"])
 
 
+def test_chain_verdict_judges_only_the_seeds_that_got_furthest(results_dir):
+    # a third hopper-medium seed stopped at step 10: shown per seed, left out of the verdict
+    logs = results_dir / "iql" / "hopper" / "medium-v2" / "seed_2" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "eval.csv").write_text(",".join(EVAL_COLUMNS) + "\n10,0,0,0,5.0,0\n10,1,0,0,0.0,0\n")
+    table = results.chain_verdict(results.collect(results_dir)).splitlines()
+    assert "| iql | hopper-medium-v2 | 2 | 10 | 5.0 | 0.0 | -5.0 |" in table
+    assert (
+        "| iql | hopper-medium-v2 | 2 (+1 unfinished) | 40.0 ± 10.0 | 40.0 ± 20.0 | +0.0 ± 10.0 "
+        "| 10.0 | level |"
+    ) in table
+
+
 def test_chain_verdict_is_empty_without_a_chain(tmp_path):
     logs = tmp_path / "iql" / "hopper" / "medium-v2" / "seed_0" / "logs"
     logs.mkdir(parents=True)

@@ -156,8 +156,9 @@ def chain_verdict(runs: list[RunScores]) -> str:
     Per run: every actor's final score and the last actor minus actor 0. Per (algorithm,
     dataset): that difference paired by seed, mean ± std over seeds, against actor 0's seed
     spread (its std over seeds, as in the main table): "wins" if the mean is > 0, "level" if it
-    is within the spread, "loses" if it is below minus the spread. Per algorithm: "passes" if the
-    difference averaged over datasets is >= 0 and no dataset loses.
+    is within the spread, "loses" if it is below minus the spread. Only the seeds that got as
+    far as the dataset's furthest one count (an unfinished run is shown, not judged). Per
+    algorithm: "passes" if the difference averaged over datasets is >= 0 and no dataset loses.
     """
     chains = [r for r in runs if r.scores.shape[1] > 1]
     if not chains:
@@ -178,14 +179,18 @@ def chain_verdict(runs: list[RunScores]) -> str:
     header += ["actor 0 seed spread", "verdict"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     by_algorithm: dict[str, list[tuple[float, float, float, str]]] = defaultdict(list)
-    for (algorithm, dataset), group in groups.items():
+    for (algorithm, dataset), runs_here in groups.items():
+        furthest = max(r.steps[-1] for r in runs_here)
+        group = [r for r in runs_here if r.steps[-1] == furthest]
+        unfinished = len(runs_here) - len(group)
         first = np.array([r.last[0] for r in group])  # [seeds]
         last = np.array([r.last[-1] for r in group])  # [seeds]
         diff, spread = last - first, float(np.std(first))
         mean = float(diff.mean())
         verdict = "wins" if mean > 0 else "level" if mean >= -spread else "loses"
         by_algorithm[algorithm].append((first.mean(), last.mean(), mean, verdict))
-        cells = [algorithm, dataset, str(len(group)), Cell(first.mean(), first.std()).text()]
+        seeds = f"{len(group)} (+{unfinished} unfinished)" if unfinished else str(len(group))
+        cells = [algorithm, dataset, seeds, Cell(first.mean(), first.std()).text()]
         cells += [Cell(last.mean(), last.std()).text(), f"{mean:+.1f} ± {diff.std():.1f}"]
         cells += [f"{spread:.1f}", verdict]
         lines.append("| " + " | ".join(cells) + " |")
