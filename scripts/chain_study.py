@@ -10,9 +10,8 @@ missing, `--dataset_size` rows) and written under `<out>/w<w>/`. Runs go `--jobs
 again after an interruption: finished runs are skipped and interrupted ones continue with
 `--resume`. Each run has its config's settle phase (the chain alone after `--max_timesteps`;
 `--settle_steps` and `--settle_w2_weight` override it); runs finished before their settle phase
-are resumed into it. At the end
-the results table of every actor and the chain's verdict (the results command with `--chain`)
-are printed for each weight, and written to `<out>/w<w>.md`.
+are resumed into it. At the end the results table of every actor and the chain's verdict (the
+results command with `--chain`) are printed for each weight, and written to `<out>/w<w>.md`.
 """
 
 from __future__ import annotations
