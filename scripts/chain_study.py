@@ -71,6 +71,9 @@ def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], in
             for algorithm in args.algorithms:
                 config = f"configs/offline/pogo_multi/{env}/{dataset.replace('-', '_')}_v2_"
                 config += f"{algorithm}.yaml"
+                settle = args.settle_steps
+                if settle is None:  # the config's settle phase
+                    settle = yaml.safe_load((REPO / config).read_text())["settle_steps"]
                 for weight in args.w2_weights:
                     for seed in args.seeds:
                         out = weight_dir(args.out, weight)
@@ -79,9 +82,6 @@ def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], in
                                 algorithm, f"{env}-{dataset}-v2", output_dir=str(out), seed=seed
                             )
                         )
-                        settle = args.settle_steps
-                        if settle is None:  # the config's settle phase
-                            settle = yaml.safe_load((REPO / config).read_text())["settle_steps"]
                         state = run_state(root, args.max_timesteps + settle)
                         if state == "done":
                             done += 1

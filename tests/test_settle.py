@@ -50,12 +50,8 @@ def test_a_finished_run_settles_on_resume_as_in_one_go(tiny_run_args, tmp_path):
     later = argv + ["--output_dir", str(tmp_path / "b")]
     pogo_multi_main.main(later)  # a finished run, then its settle phase
     resumed = pogo_multi_main.main(later + settle + ["--resume"])
-    a = _tensors(
-        {"trainer": _checkpoint(one_go, 30)["trainer"], "chain": _checkpoint(one_go, 30)["chain"]}
-    )
-    b = _tensors(
-        {"trainer": _checkpoint(resumed, 30)["trainer"], "chain": _checkpoint(resumed, 30)["chain"]}
-    )
+    a, b = (_checkpoint(root, 30) for root in (one_go, resumed))
+    a, b = (_tensors({"trainer": c["trainer"], "chain": c["chain"]}) for c in (a, b))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (one_go / "logs/eval.csv").read_text() == (resumed / "logs/eval.csv").read_text()

@@ -157,31 +157,13 @@ class PogoConfig:
         if self.sinkhorn_blur <= 0:
             raise ConfigError(f"sinkhorn_blur: must be > 0, got {self.sinkhorn_blur}")
         n_chain = self.num_actors - 1
-        if len(self.w2_weights) == 1 and n_chain > 1:
-            self.w2_weights = self.w2_weights * n_chain
-        if n_chain > 0 and len(self.w2_weights) != n_chain:
-            raise ConfigError(
-                f"w2_weights: {len(self.w2_weights)} values for num_actors={self.num_actors}; "
-                f"give {n_chain} (one per actor i >= 1) or a single value"
-            )
-        if any(not 0 <= w < float("inf") for w in self.w2_weights):
-            raise ConfigError(f"w2_weights: must be finite and >= 0, got {self.w2_weights}")
+        self._check_chain_weights("w2_weights", n_chain)
         if self.settle_steps < 0:
             raise ConfigError(f"settle_steps: must be >= 0, got {self.settle_steps}")
         if self.settle_steps and n_chain < 1:
             raise ConfigError("settle_steps: it trains actors i >= 1, and num_actors is 1")
         if self.settle_w2_weights is not None:
-            if len(self.settle_w2_weights) == 1 and n_chain > 1:
-                self.settle_w2_weights = self.settle_w2_weights * n_chain
-            if len(self.settle_w2_weights) != n_chain:
-                raise ConfigError(
-                    f"settle_w2_weights: {len(self.settle_w2_weights)} values for num_actors="
-                    f"{self.num_actors}; give {n_chain} (one per actor i >= 1), one value or null"
-                )
-            if any(not 0 <= w < float("inf") for w in self.settle_w2_weights):
-                raise ConfigError(
-                    f"settle_w2_weights: must be finite and >= 0, got {self.settle_w2_weights}"
-                )
+            self._check_chain_weights("settle_w2_weights", n_chain)
         if self.actor_configs is not None and len(self.actor_configs) != n_chain:
             raise ConfigError(
                 f"actor_configs: {len(self.actor_configs)} entries for num_actors="
@@ -196,6 +178,20 @@ class PogoConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}: must be one of {allowed}, got {getattr(self, key)!r}")
+
+    def _check_chain_weights(self, key: str, n_chain: int) -> None:
+        """One W2 weight per actor i >= 1 (a single value is given to all), finite and >= 0."""
+        weights = getattr(self, key)
+        if len(weights) == 1 and n_chain > 1:
+            weights = weights * n_chain
+            setattr(self, key, weights)
+        if n_chain > 0 and len(weights) != n_chain:
+            raise ConfigError(
+                f"{key}: {len(weights)} values for num_actors={self.num_actors}; "
+                f"give {n_chain} (one per actor i >= 1) or a single value"
+            )
+        if any(not 0 <= w < float("inf") for w in weights):
+            raise ConfigError(f"{key}: must be finite and >= 0, got {weights}")
 
     @property
     def total_steps(self) -> int:

@@ -79,6 +79,22 @@ def collect(results_dir: Path, up_to: int | None = None) -> list[RunScores]:
     return [r for r in runs if r is not None]
 
 
+def by_dataset(runs: list[RunScores]) -> dict[tuple[str, str], list[RunScores]]:
+    """The runs of each (algorithm, dataset), in that order, each group's seeds in order."""
+    groups: dict[tuple[str, str], list[RunScores]] = defaultdict(list)
+    for run in sorted(runs, key=lambda r: (r.algorithm, r.dataset, r.seed)):
+        groups[(run.algorithm, run.dataset)].append(run)
+    return dict(groups)
+
+
+def markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_header(names: list[str]) -> list[str]:
+    return [markdown_row(names), "|" + "---|" * len(names)]
+
+
 @dataclass
 class Cell:
     """Mean and std over seeds of one actor's score."""
@@ -92,12 +108,9 @@ class Cell:
 
 def summarize(runs: list[RunScores]) -> list[dict]:
     """One entry per (algorithm, dataset), plus one average entry per algorithm."""
-    groups: dict[tuple[str, str], list[RunScores]] = defaultdict(list)
-    for run in runs:
-        groups[(run.algorithm, run.dataset)].append(run)
     n_actors = max((r.scores.shape[1] for r in runs), default=0)
     table = []
-    for (algorithm, dataset), group in sorted(groups.items()):
+    for (algorithm, dataset), group in by_dataset(runs).items():
         entry = {"algorithm": algorithm, "dataset": dataset, "seeds": len(group)}
         for metric in ("last", "best"):
             values = np.full((len(group), n_actors), np.nan)  # [seeds, actors]
@@ -141,12 +154,12 @@ def format_table(table: list[dict], fmt: str = "markdown") -> str:
     header = ["algorithm", "dataset", "seeds"]
     header += [f"actor {i} last" for i in range(n_actors)]
     header += [f"actor {i} best" for i in range(n_actors)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = markdown_header(header)
     for e in table:
         cells = [e["algorithm"], e["dataset"], str(e["seeds"])]
         cells += [c.text() for c in e["last"]] + [""] * (n_actors - len(e["last"]))
         cells += [c.text() for c in e["best"]] + [""] * (n_actors - len(e["best"]))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     return "\n".join(lines) + "\n"
 
 
@@ -166,18 +179,17 @@ def chain_verdict(runs: list[RunScores]) -> str:
     n_actors = max(r.scores.shape[1] for r in chains)
     header = ["algorithm", "dataset", "seed", "updates"]
     header += [f"actor {i}" for i in range(n_actors)] + ["last - actor 0"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    groups: dict[tuple[str, str], list[RunScores]] = defaultdict(list)
-    for run in sorted(chains, key=lambda r: (r.algorithm, r.dataset, r.seed)):
-        groups[(run.algorithm, run.dataset)].append(run)
+    lines = markdown_header(header)
+    groups = by_dataset(chains)
+    for run in (run for group in groups.values() for run in group):
         cells = [run.algorithm, run.dataset, str(run.seed), str(int(run.steps[-1]))]
         cells += [f"{x:.1f}" for x in run.last] + [""] * (n_actors - len(run.last))
         cells.append(f"{run.last[-1] - run.last[0]:+.1f}")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
 
     header = ["algorithm", "dataset", "seeds", "actor 0", "last actor", "last - actor 0"]
     header += ["actor 0 seed spread", "verdict"]
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["", *markdown_header(header)]
     by_algorithm: dict[str, list[tuple[float, float, float, str]]] = defaultdict(list)
     for (algorithm, dataset), runs_here in groups.items():
         furthest = max(r.steps[-1] for r in runs_here)
@@ -193,13 +205,13 @@ def chain_verdict(runs: list[RunScores]) -> str:
         cells = [algorithm, dataset, seeds, Cell(first.mean(), first.std()).text()]
         cells += [Cell(last.mean(), last.std()).text(), f"{mean:+.1f} ± {diff.std():.1f}"]
         cells += [f"{spread:.1f}", verdict]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     for algorithm, rows in by_algorithm.items():
         first, last, diff = (float(np.mean([r[k] for r in rows])) for k in range(3))
         passes = diff >= 0 and all(r[3] != "loses" for r in rows)
         cells = [algorithm, "average", "", f"{first:.1f}", f"{last:.1f}", f"{diff:+.1f}", ""]
         cells.append("passes" if passes else "fails")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     return "\n".join(lines) + "\n"
 
 
@@ -250,10 +262,7 @@ def plot_all(runs: list[RunScores], out_dir: Path) -> list[Path]:
             fig.suptitle(f"chain: {run.algorithm} {run.dataset} seed {run.seed}")
             written.append(_save(fig, out_dir / f"chain_{stem}.png"))
 
-    groups: dict[tuple[str, str], list[RunScores]] = defaultdict(list)
-    for run in runs:
-        groups[(run.algorithm, run.dataset)].append(run)
-    for (algorithm, dataset), group in sorted(groups.items()):
+    for (algorithm, dataset), group in by_dataset(runs).items():
         n_actors = max(r.scores.shape[1] for r in group)
         fig, ax = plt.subplots(figsize=(1.2 * n_actors + 2, 4))
         for i in range(n_actors):
