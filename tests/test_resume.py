@@ -1,4 +1,4 @@
-"""Runs that survive: SIGKILL + --resume, unreadable checkpoints, NaN guards, determinism."""
+"""Runs that survive: SIGKILL or SIGTERM + --resume, unreadable checkpoints, NaN guards, determinism."""
 
 import os
 import signal
@@ -32,7 +32,10 @@ def _logs(root: Path) -> tuple[str, str]:
     )
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_run_args, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_or_stopped_run_resumes_as_an_uninterrupted_one(tiny_run_args, tmp_path, sig):
+    """SIGKILL loses the updates since the last checkpoint; SIGTERM (a preempted job) first
+    checkpoints the update it finished. Either way --resume ends where a clean run ends."""
     steps = 300
     argv = tiny_run_args("iql", 3, max_timesteps=steps, eval_freq=50, log_freq=10, n_episodes=1)
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
@@ -51,11 +54,17 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_run_args, tmp_path
         if latest.exists() and latest.read_text().strip() >= "checkpoint_0000000100.pt":
             break
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    stderr = proc.stderr.read().decode()
     killed_at = int(latest.read_text().strip()[len("checkpoint_") : -len(".pt")])
-    assert 100 <= killed_at < steps  # really killed mid-way
+    assert 100 <= killed_at < steps  # really stopped mid-way
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, stderr
+    else:  # the checkpoint is of the update it stopped after, named in one line
+        assert proc.returncode == 1, stderr
+        assert f"stopped: SIGTERM after update {killed_at}: saved " in stderr
+        assert stderr.rstrip().endswith("--resume continues")
 
     resumed = pogo_multi_main.main(killed_argv + ["--resume"])
     clean = pogo_multi_main.main(argv + ["--output_dir", str(clean_dir)])

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from algorithms.offline import pogo_multi_main
@@ -55,3 +56,47 @@ def test_a_finished_run_settles_on_resume_as_in_one_go(tiny_run_args, tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (one_go / "logs/eval.csv").read_text() == (resumed / "logs/eval.csv").read_text()
+
+
+def test_the_joint_phase_checkpoint_is_kept_to_settle_again(tiny_run_args):
+    """keep_checkpoints rotates every checkpoint but the one at max_timesteps; --resume_step
+    redoes the settle phase from it, replacing what came after."""
+    argv = tiny_run_args("iql", 3, max_timesteps=20, keep_checkpoints=1)
+    settle = ["--settle_steps", "10", "--settle_w2_weights", "[0.5]"]
+    root = pogo_multi_main.main(argv + settle)
+    kept = sorted(p.name for p in (root / "checkpoints").glob("checkpoint_*.pt"))
+    assert kept == ["checkpoint_0000000020.pt", "checkpoint_0000000030.pt"]
+    first = _checkpoint(root, 30)
+    eval_csv = (root / "logs/eval.csv").read_text()
+
+    again = ["--resume", "--resume_step", "20"]
+    pogo_multi_main.main(argv + settle + again)  # the same settle phase: the same numbers
+    redone = _checkpoint(root, 30)
+    for part in ("trainer", "chain"):
+        a, b = _tensors(first[part]), _tensors(redone[part])
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (root / "logs/eval.csv").read_text() == eval_csv
+
+    pogo_multi_main.main(argv + ["--settle_steps", "10", "--settle_w2_weights", "[5]"] + again)
+    other = _checkpoint(root, 30)
+    a, b = _tensors(first["trainer"]), _tensors(other["trainer"])
+    assert all(torch.equal(a[k], b[k]) for k in a)  # actor 0 and the critics: as at step 20
+    a, b = _tensors(first["chain"]["actors"]), _tensors(other["chain"]["actors"])
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # another weight, another chain
+    rows = (root / "logs/eval.csv").read_text().splitlines()
+    assert rows[:7] == eval_csv.splitlines()[:7]  # header, steps 10 and 20 as they were
+    assert [r.split(",")[0] for r in rows[7:]] == ["30"] * 3  # one settle phase, the new one
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--resume_step", "20"], "resume_step: needs --resume"),
+        (["--resume", "--resume_step", "15"], "resume_step: no checkpoint of step 15 in "),
+    ],
+)
+def test_resume_step_errors_name_the_key(tiny_run_args, extra, message):
+    argv = tiny_run_args("td3_bc", 3, max_timesteps=20)
+    pogo_multi_main.main(argv)
+    with pytest.raises(SystemExit, match=message):
+        pogo_multi_main.main(argv + extra)

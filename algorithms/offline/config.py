@@ -126,6 +126,10 @@ class PogoConfig:
     overwrite: bool = False
     # continue the run in the output directory from its latest readable checkpoint
     resume: bool = False
+    # with resume: continue from the checkpoint of this update instead of the latest (the one at
+    # max_timesteps is always kept, e.g. to settle again at other settle_w2_weights); the run's
+    # logs and checkpoints after it are replaced
+    resume_step: Optional[int] = None
     # checkpoints kept on disk (the newest ones; one is written at every evaluation)
     keep_checkpoints: int = 2
     # no progress bar, one line per evaluation (also when the output is not a terminal)
@@ -154,6 +158,10 @@ class PogoConfig:
                 raise ConfigError(f"make_dataset_size: must be >= 2, got {self.make_dataset_size}")
         if self.resume and self.overwrite:
             raise ConfigError("resume: --resume continues a run, --overwrite replaces it; pick one")
+        if self.resume_step is not None and not self.resume:
+            raise ConfigError("resume_step: needs --resume (it picks the checkpoint to resume)")
+        if self.resume_step is not None and self.resume_step < 1:
+            raise ConfigError(f"resume_step: must be >= 1, got {self.resume_step}")
         if self.sinkhorn_blur <= 0:
             raise ConfigError(f"sinkhorn_blur: must be > 0, got {self.sinkhorn_blur}")
         n_chain = self.num_actors - 1

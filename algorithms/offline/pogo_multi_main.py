@@ -48,6 +48,8 @@ from algorithms.offline.make_dataset import ensure_dataset
 from algorithms.offline.run_io import (
     CheckpointStore,
     RunLogger,
+    RunStopped,
+    StopSignal,
     check_run_dir,
     init_wandb,
     prepare_run_dir,
@@ -327,6 +329,7 @@ class Run:
     progress: Any = None  # the tqdm bar (disabled when quiet)
     clock: tuple[float, int] = (0.0, 0)  # (time, step) of the last evaluation, for updates/s
     scores: np.ndarray | None = None  # [n_actors, n_episodes] of the last evaluation
+    stop: StopSignal = dataclasses.field(default_factory=StopSignal)  # SIGTERM / Ctrl-C seen
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue number for number."""
@@ -375,7 +378,10 @@ def setup(config: PogoConfig) -> Run:
     buffer = ReplayBuffer(dataset, device, seed=config.seed + BATCH_STREAM)
 
     root = check_run_dir(config)  # fail before wandb starts or anything is written
-    checkpoints = CheckpointStore(root / "checkpoints", config.keep_checkpoints)
+    # the joint phase's last checkpoint is kept: a settle phase can be redone from it
+    checkpoints = CheckpointStore(
+        root / "checkpoints", config.keep_checkpoints, (config.max_timesteps,)
+    )
     run = Run(
         config,
         trainer,
@@ -391,7 +397,10 @@ def setup(config: PogoConfig) -> Run:
         device,
     )
     if config.resume:
-        state, path = checkpoints.load_latest()
+        if config.resume_step is None:
+            state, path = checkpoints.load_latest()
+        else:
+            state, path = checkpoints.load(config.resume_step)
         run.load_state_dict(state, path)
         print(f"resuming {root} from {path.name} (step {run.step})")
     wandb_run = init_wandb(config, root) if config.use_wandb else None
@@ -399,6 +408,7 @@ def setup(config: PogoConfig) -> Run:
     run.logger = RunLogger(root, config, wandb_run)
     if config.resume:
         run.logger.truncate_after(run.step)  # rows written after the checkpoint come again
+        checkpoints.drop_after(run.step)  # and so do the checkpoints (with resume_step)
     return run
 
 
@@ -411,17 +421,18 @@ def train(run: Run) -> Path:
     )
     run.progress = progress_bar(config, run.step)
     run.clock = (time.perf_counter(), run.step)
-    for t in range(run.step + 1, config.max_timesteps + 1):  # the joint phase
-        batch = run.buffer.sample(config.batch_size)
-        log = trainer.train(batch)
-        if chain.chain and trainer.total_it % trainer.policy_freq == 0:
-            log.update(chain.update(batch[0], batch[1]))
-        after_update(run, t, log)
-    if config.settle_steps:  # the settle phase: actor 0 and the critics stay as they are
-        chain.settle(config.settle_w2_weights or config.w2_weights)
-        for t in range(max(run.step, config.max_timesteps) + 1, config.total_steps + 1):
+    with run.stop:
+        for t in range(run.step + 1, config.max_timesteps + 1):  # the joint phase
             batch = run.buffer.sample(config.batch_size)
-            after_update(run, t, chain.update(batch[0], batch[1]))
+            log = trainer.train(batch)
+            if chain.chain and trainer.total_it % trainer.policy_freq == 0:
+                log.update(chain.update(batch[0], batch[1]))
+            after_update(run, t, log)
+        if config.settle_steps:  # the settle phase: actor 0 and the critics stay as they are
+            chain.settle(config.settle_w2_weights or config.w2_weights)
+            for t in range(max(run.step, config.max_timesteps) + 1, config.total_steps + 1):
+                batch = run.buffer.sample(config.batch_size)
+                after_update(run, t, chain.update(batch[0], batch[1]))
     run.progress.close()
     run.logger.close()
     report_final(run.scores, run.step, run.root)
@@ -438,6 +449,11 @@ def after_update(run: Run, t: int, log: dict[str, float]) -> None:
     run.progress.update()
     if t % config.eval_freq == 0 or t in (config.max_timesteps, config.total_steps):
         evaluate(run)
+    if run.stop.received:
+        run.progress.close()
+        run.logger.close()
+        path = save_checkpoint(run)
+        raise RunStopped(f"{run.stop.received} after update {t}: saved {path}; --resume continues")
 
 
 def evaluate(run: Run) -> None:
@@ -457,10 +473,14 @@ def evaluate(run: Run) -> None:
     run.scores = scores
     run.logger.log_eval(run.step, returns, scores)
     run.clock = report_eval(run.progress, run.step, scores, run.clock)
+    save_checkpoint(run)
+    release_free_memory()
+
+
+def save_checkpoint(run: Run) -> Path:
     state = run.state_dict()
     check_finite_state(state, run.step, run.checkpoints.latest_path())  # never save NaNs
-    run.checkpoints.save(run.step, state)
-    release_free_memory()
+    return run.checkpoints.save(run.step, state)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -472,6 +492,8 @@ def main(argv: list[str] | None = None) -> Path:
         return train(run)
     except NonFiniteError as err:
         sys.exit(f"error: {err}")
+    except RunStopped as err:
+        sys.exit(f"stopped: {err}")
 
 
 if __name__ == "__main__":

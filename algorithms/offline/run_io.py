@@ -9,7 +9,9 @@ import json
 import netrc
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ def run_dir(config: PogoConfig) -> Path:
 RESUMABLE_CHANGES = ("resume", "overwrite", "use_wandb", "max_timesteps", "device", "project")
 RESUMABLE_CHANGES += ("group", "name", "log_freq", "keep_checkpoints", "quiet")
 RESUMABLE_CHANGES += ("settle_steps", "settle_w2_weights")  # a finished run can settle later
-RESUMABLE_CHANGES += ("output_dir",)  # a moved run: the directory found is the run's
+RESUMABLE_CHANGES += ("output_dir", "resume_step")  # a moved run: the directory found is the run's
 
 
 def check_run_dir(config: PogoConfig) -> Path:
@@ -194,6 +196,36 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class StopSignal:
+    """SIGTERM or SIGINT (Ctrl-C) during training only set a flag; the loop then checkpoints the
+    update it finished and stops, so a preempted run loses nothing (`--resume` continues it).
+    A second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():  # handlers live there only
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+class RunStopped(Exception):
+    """Training stopped on a signal after writing a checkpoint."""
+
+
 class CheckpointStore:
     """`checkpoints/checkpoint_<step>.pt`, each written atomically (temp file, then rename), a
     `latest` pointer, and the newest `keep` files kept. A crash never leaves a half-written
@@ -201,21 +233,26 @@ class CheckpointStore:
     the previous one used.
     """
 
-    def __init__(self, directory: Path, keep: int):
+    def __init__(self, directory: Path, keep: int, pinned: tuple[int, ...] = ()):
         self.directory = directory
         self.keep = keep
+        self.pinned = {self.path(step) for step in pinned}  # never rotated out
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"checkpoint_{step:010d}.pt"
 
     def _all(self) -> list[Path]:
         """Checkpoints on disk, newest first."""
         return sorted(self.directory.glob("checkpoint_*.pt"), reverse=True)
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
-        path = self.directory / f"checkpoint_{step:010d}.pt"
+        path = self.path(step)
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)
         _write_atomic(self.directory / "latest", path.name + "\n")
-        for old in self._all()[self.keep :]:
+        rotated = [p for p in self._all() if p not in self.pinned]
+        for old in rotated[self.keep :]:
             old.unlink()
         return path
 
@@ -227,6 +264,26 @@ class CheckpointStore:
                 return path
         existing = self._all()
         return existing[0] if existing else None
+
+    def load(self, step: int) -> tuple[dict[str, Any], Path]:
+        """The checkpoint of update `step` (`resume_step`): it must exist and be readable."""
+        path = self.path(step)
+        if not path.exists():
+            kept = ", ".join(p.name for p in reversed(self._all())) or "none"
+            raise ConfigError(
+                f"resume_step: no checkpoint of step {step} in {self.directory}; kept: {kept}"
+            )
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False), path
+        except Exception as err:  # truncated or corrupt
+            raise ConfigError(f"resume_step: {path} is unreadable ({type(err).__name__})") from err
+
+    def drop_after(self, step: int) -> None:
+        """Remove checkpoints of updates after `step`: a run resumed from `step` replaces them."""
+        for path in self._all():
+            if int(path.stem.split("_")[1]) > step:
+                path.unlink()
+        _write_atomic(self.directory / "latest", self.path(step).name + "\n")
 
     def load_latest(self) -> tuple[dict[str, Any], Path]:
         """The newest readable checkpoint (the `latest` pointer's first)."""
