@@ -10,14 +10,18 @@ missing, `--dataset_size` rows) and written under `<out>/w<w>/`. Runs go `--jobs
 again after an interruption: finished runs are skipped and interrupted ones continue with
 `--resume`. Each run has its config's settle phase (the chain alone after `--max_timesteps`;
 `--settle_steps` and `--settle_w2_weight` override it); runs finished before their settle phase
-are resumed into it. At the end the results table of every actor and the chain's verdict (the
-results command with `--chain`) are printed for each weight, and written to `<out>/w<w>.md`.
+are resumed into it. `--settle_sweep s1 s2 ...` then redoes each run's settle phase at those
+weights from its checkpoint at `--max_timesteps`, in copies under `<out>/w<w>_settle<s>/` (only
+the settle updates are spent again). At the end the results table of every actor and the chain's
+verdict (the results command with `--chain`) are printed for each output directory, and written
+to `<out>/<directory>.md`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -56,49 +60,101 @@ def run_state(root: Path, max_timesteps: int) -> str:
     return "stale"
 
 
+def settle_of(args: argparse.Namespace, config: str) -> int:
+    """The settle phase's length: --settle_steps, else the config's."""
+    if args.settle_steps is not None:
+        return args.settle_steps
+    return yaml.safe_load((REPO / config).read_text())["settle_steps"]
+
+
+def each_run(args: argparse.Namespace):
+    """(config, dataset file, algorithm, env name, w2 weight, seed) of every run of the plan."""
+    for env in args.envs:
+        for dataset in args.datasets:
+            path = dataset_file(args.data_dir, env, dataset)
+            for algorithm in args.algorithms:
+                config = f"configs/offline/pogo_multi/{env}/{dataset.replace('-', '_')}_v2_"
+                config += f"{algorithm}.yaml"
+                for weight in args.w2_weights:
+                    for seed in args.seeds:
+                        yield config, path, algorithm, f"{env}-{dataset}-v2", weight, seed
+
+
+def run_command(
+    args: argparse.Namespace, config: str, path: Path, weight: float, seed: int, out: Path
+) -> list[str]:
+    cmd = [sys.executable, "-m", "algorithms.offline.pogo_multi_main"]
+    cmd += ["--config_path", config, "--seed", str(seed)]
+    cmd += ["--dataset_path", str(path), "--w2_weights", f"[{weight:g}]"]
+    cmd += ["--max_timesteps", str(args.max_timesteps)]
+    if args.settle_steps is not None:
+        cmd += ["--settle_steps", str(args.settle_steps)]
+    cmd += ["--n_episodes", str(args.n_episodes), "--no_wandb", "--quiet"]
+    return cmd + ["--output_dir", str(out), *args.extra]
+
+
 def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], int]:
     """(dataset commands, run commands, runs already done)."""
-    py = [sys.executable]
     datasets, runs, done = [], [], 0
     for env in args.envs:
         for dataset in args.datasets:
             path = dataset_file(args.data_dir, env, dataset)
             if not path.is_file():
                 datasets.append(
-                    [*py, "-m", "algorithms.offline.make_dataset", "--env", f"{env}-{dataset}-v2"]
-                    + ["--size", str(args.dataset_size), "--seed", "0", "--out", str(path)]
+                    [sys.executable, "-m", "algorithms.offline.make_dataset"]
+                    + ["--env", f"{env}-{dataset}-v2", "--size", str(args.dataset_size)]
+                    + ["--seed", "0", "--out", str(path)]
                 )
-            for algorithm in args.algorithms:
-                config = f"configs/offline/pogo_multi/{env}/{dataset.replace('-', '_')}_v2_"
-                config += f"{algorithm}.yaml"
-                settle = args.settle_steps
-                if settle is None:  # the config's settle phase
-                    settle = yaml.safe_load((REPO / config).read_text())["settle_steps"]
-                for weight in args.w2_weights:
-                    for seed in args.seeds:
-                        out = weight_dir(args.out, weight)
-                        root = run_dir(
-                            PogoConfig(
-                                algorithm, f"{env}-{dataset}-v2", output_dir=str(out), seed=seed
-                            )
-                        )
-                        state = run_state(root, args.max_timesteps + settle)
-                        if state == "done":
-                            done += 1
-                            continue
-                        cmd = [*py, "-m", "algorithms.offline.pogo_multi_main"]
-                        cmd += ["--config_path", config, "--seed", str(seed)]
-                        cmd += ["--dataset_path", str(path), "--w2_weights", f"[{weight:g}]"]
-                        cmd += ["--max_timesteps", str(args.max_timesteps)]
-                        if args.settle_steps is not None:
-                            cmd += ["--settle_steps", str(args.settle_steps)]
-                        if args.settle_w2_weight is not None:
-                            cmd += ["--settle_w2_weights", f"[{args.settle_w2_weight:g}]"]
-                        cmd += ["--n_episodes", str(args.n_episodes), "--no_wandb", "--quiet"]
-                        cmd += ["--output_dir", str(out), *args.extra]
-                        cmd += {"partial": ["--resume"], "stale": ["--overwrite"]}.get(state, [])
-                        runs.append(cmd)
+    for config, path, algorithm, env, weight, seed in each_run(args):
+        out = weight_dir(args.out, weight)
+        root = run_dir(PogoConfig(algorithm, env, output_dir=str(out), seed=seed))
+        state = run_state(root, args.max_timesteps + settle_of(args, config))
+        if state == "done":
+            done += 1
+            continue
+        cmd = run_command(args, config, path, weight, seed, out)
+        if args.settle_w2_weight is not None:
+            cmd += ["--settle_w2_weights", f"[{args.settle_w2_weight:g}]"]
+        runs.append(cmd + {"partial": ["--resume"], "stale": ["--overwrite"]}.get(state, []))
     return datasets, runs, done
+
+
+def sweep_dir(out: Path, weight: float, settle_weight: float) -> Path:
+    return out / f"w{weight:g}_settle{settle_weight:g}"
+
+
+def plan_settle_sweep(args: argparse.Namespace) -> tuple[list[list[str]], int, list[str]]:
+    """(run commands, runs already done, runs not ready) of --settle_sweep: each run's settle
+    phase again at each weight, from its checkpoint at max_timesteps, in a copy of the run under
+    `<out>/w<w>_settle<s>/` (the joint phase is shared, so only the settle updates are spent)."""
+    runs, done, waiting = [], 0, []
+    for config, path, algorithm, env, weight, seed in each_run(args):
+        settle = settle_of(args, config)
+        base = run_dir(
+            PogoConfig(algorithm, env, output_dir=str(weight_dir(args.out, weight)), seed=seed)
+        )
+        joint_end = CheckpointStore(base / "checkpoints", keep=1).path(args.max_timesteps)
+        for settle_weight in args.settle_sweep:
+            out = sweep_dir(args.out, weight, settle_weight)
+            root = run_dir(PogoConfig(algorithm, env, output_dir=str(out), seed=seed))
+            state = run_state(root, args.max_timesteps + settle)
+            if state == "done":
+                done += 1
+                continue
+            cmd = run_command(args, config, path, weight, seed, out)
+            cmd += ["--settle_steps", str(settle), "--settle_w2_weights", f"[{settle_weight:g}]"]
+            if state == "partial":
+                runs.append(cmd + ["--resume"])
+                continue
+            if not joint_end.is_file():
+                waiting.append(f"{base} (no {joint_end.name})")
+                continue
+            shutil.rmtree(root, ignore_errors=True)  # a stale copy is made again
+            shutil.copytree(base / "logs", root / "logs")
+            (root / "checkpoints").mkdir()
+            shutil.copy2(joint_end, root / "checkpoints" / joint_end.name)
+            runs.append(cmd + ["--resume", "--resume_step", str(args.max_timesteps)])
+    return runs, done, waiting
 
 
 def run_all(commands: list[list[str]], jobs: int, threads: int, log_dir: Path) -> int:
@@ -124,10 +180,10 @@ def run_all(commands: list[list[str]], jobs: int, threads: int, log_dir: Path) -
 
 
 def run_tag(cmd: list[str]) -> str:
-    """e.g. hopper_medium_v2_iql_w10_seed0, for logs."""
+    """e.g. hopper_medium_v2_iql_w10_seed0 (or ..._w10_settle0.1_seed0), for logs."""
     config = Path(cmd[cmd.index("--config_path") + 1])
-    weight = cmd[cmd.index("--w2_weights") + 1].strip("[]")
-    return f"{config.parent.name}_{config.stem}_w{weight}_seed{cmd[cmd.index('--seed') + 1]}"
+    out = Path(cmd[cmd.index("--output_dir") + 1]).name
+    return f"{config.parent.name}_{config.stem}_{out}_seed{cmd[cmd.index('--seed') + 1]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         "--settle_steps", type=int, help="the chain's settle phase (default: the config's)"
     )
     parser.add_argument("--settle_w2_weight", type=float, help="its W2 weight (the config's)")
+    parser.add_argument(
+        "--settle_sweep",
+        nargs="+",
+        type=float,
+        default=[],
+        help="settle each finished joint phase again at these W2 weights, in <out>/w<w>_settle<s>",
+    )
     parser.add_argument("--n_episodes", type=int, default=10)
     parser.add_argument("--dataset_size", type=int, default=100_000, help="rows of made datasets")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -155,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("extra", nargs="*", help="config overrides after --, for every run")
     args = parser.parse_args(argv)
+    if args.settle_sweep and args.settle_w2_weight is not None:
+        parser.error("--settle_sweep makes its own copies; drop --settle_w2_weight")
     datasets, runs, done = plan(args)
     if args.dry_run:
         print(f"# {len(datasets)} datasets to make, {len(runs)} runs to go ({done} done)")
@@ -164,14 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     for cmd in datasets:  # one at a time: each is quick, and later runs need them all
         subprocess.run(cmd, cwd=REPO, check=True)
     failed = run_all(runs, args.jobs, args.threads, args.out / "logs")
-    for weight in args.w2_weights:
-        out = weight_dir(args.out, weight)
+    n_sweep = 0
+    if args.settle_sweep:  # after the runs: it starts from their joint phases' ends
+        sweep, sweep_done, waiting = plan_settle_sweep(args)
+        for run in waiting:
+            print(f"settle sweep: not ready: {run}")
+        failed += run_all(sweep, args.jobs, args.threads, args.out / "logs")
+        n_sweep, done = len(sweep), done + sweep_done
+    outs = [weight_dir(args.out, w) for w in args.w2_weights]
+    outs += [sweep_dir(args.out, w, s) for w in args.w2_weights for s in args.settle_sweep]
+    for out in outs:
         if out.is_dir():
             cmd = [sys.executable, "-m", "algorithms.offline.results", str(out), "--chain"]
             table = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True).stdout
-            (args.out / f"w{weight:g}.md").write_text(table)
-            print(f"\n## w2_weights [{weight:g}]\n\n{table}")
-    print(f"chain study: {len(runs)} runs, {failed} failed, {done} done before")
+            (args.out / f"{out.name}.md").write_text(table)
+            print(f"\n## {out.name}\n\n{table}")
+    print(f"chain study: {len(runs) + n_sweep} runs, {failed} failed, {done} done before")
     return 1 if failed else 0
 
 

@@ -80,6 +80,30 @@ def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
         root = tmp_path / "out" / f"w{weight}" / "td3_bc/hopper/medium-v2/seed_0"
         assert (root / "logs/eval.csv").read_text().splitlines()[-1].startswith("30,2,")
         assert "settle_w2_weights:\n- 0.5\n- 0.5\n" in (root / "logs/config.yaml").read_text()
+    # a settle sweep: copies of each run settle again from its joint phase's end (step 20)
+    sweep = ["--settle_steps", "10", "--settle_sweep", "0.5", "4"]
+    assert chain_study.main(argv[:-7] + sweep + argv[-7:]) == 0
+    assert "chain study: 4 runs, 0 failed, 2 done before" in capsys.readouterr().out
+    for weight in ("1", "50"):
+        base = tmp_path / "out" / f"w{weight}" / "td3_bc/hopper/medium-v2/seed_0"
+        same, other = (
+            tmp_path / "out" / f"w{weight}_settle{s}" / "td3_bc/hopper/medium-v2/seed_0"
+            for s in ("0.5", "4")
+        )
+        base_rows = (base / "logs/eval.csv").read_text().splitlines()
+        # at the base's own settle weight the copy ends where the base ends, number for number
+        assert (same / "logs/eval.csv").read_text().splitlines() == base_rows
+        other_rows = (other / "logs/eval.csv").read_text().splitlines()
+        assert other_rows[:7] == base_rows[:7]  # the shared joint phase (steps 10 and 20)
+        assert other_rows[7].startswith("30,0,") and other_rows[7] == base_rows[7]  # actor 0
+        assert other_rows[8:] != base_rows[8:]  # the chain settled elsewhere
+        assert "settle_w2_weights:\n- 4.0\n- 4.0\n" in (other / "logs/config.yaml").read_text()
+        assert (
+            "| td3_bc | hopper-medium-v2 | 0 | 30 |"
+            in (tmp_path / "out" / f"w{weight}_settle4.md").read_text()
+        )
+    assert chain_study.main(argv[:-7] + sweep + argv[-7:]) == 0  # all done: only tables
+    assert "chain study: 0 runs, 0 failed, 6 done before" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
