@@ -1,6 +1,7 @@
 """The settle phase: after max_timesteps only actors i >= 1 train, at the settle W2 weights."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -44,8 +45,10 @@ def test_settle_trains_only_the_chain_with_its_own_weights(tiny_run_args):
             assert abs(r[f"chain/loss_{i}"] - expected) < 1e-5
 
 
-def test_a_finished_run_settles_on_resume_as_in_one_go(tiny_run_args, tmp_path):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_a_finished_run_settles_on_resume_as_in_one_go(tiny_run_args, tmp_path, schedule):
     settle = ["--settle_steps", "10", "--settle_w2_weights", "[0.5]"]
+    settle += ["--settle_lr_schedule", schedule]
     argv = tiny_run_args("td3_bc", 3, max_timesteps=20)
     one_go = pogo_multi_main.main(argv + settle + ["--output_dir", str(tmp_path / "a")])
     later = argv + ["--output_dir", str(tmp_path / "b")]
@@ -56,6 +59,10 @@ def test_a_finished_run_settles_on_resume_as_in_one_go(tiny_run_args, tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (one_go / "logs/eval.csv").read_text() == (resumed / "logs/eval.csv").read_text()
+    # the learning rate of the settle phase's last update (k = 9 of 10)
+    lr = 3e-4 * (0.5 * (1 + math.cos(math.pi * 9 / 10)) if schedule == "cosine" else 1.0)
+    for opt in _checkpoint(resumed, 30)["chain"]["optimizers"]:
+        assert [g["lr"] for g in opt["param_groups"]] == [pytest.approx(lr, rel=1e-12)]
 
 
 def test_the_joint_phase_checkpoint_is_kept_to_settle_again(tiny_run_args):

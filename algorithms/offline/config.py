@@ -27,6 +27,7 @@ ALGORITHMS: dict[str, str] = {
 }
 ENERGY_FUNCTION_TYPES = ("q", "advantage")
 COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+SETTLE_LR_SCHEDULES = ("constant", "cosine")
 #: flags that take no value on the command line, and the config key each one sets
 CLI_FLAGS = {
     "--no_wandb": ("use_wandb", False),
@@ -105,6 +106,9 @@ class PogoConfig:
     settle_steps: int = 0
     # W2 weights of those updates (one per actor i >= 1, or one value; null: w2_weights)
     settle_w2_weights: Optional[List[float]] = None
+    # the chain's learning rate over those updates: constant (its initial one) or cosine (from
+    # it to 0, so each link ends at its proximal point instead of jittering around it)
+    settle_lr_schedule: str = "constant"
     # actors i >= 1 as one stacked ensemble (vmap: one forward/backward, one optimiser step) when
     # they share actor 0's architecture; false: a Python loop over them (the same numbers)
     vectorize_chain: bool = True
@@ -182,6 +186,7 @@ class PogoConfig:
             "energy_function_type": ENERGY_FUNCTION_TYPES,
             "eval_mode": EVAL_MODES,
             "compile_backend": COMPILE_BACKENDS,
+            "settle_lr_schedule": SETTLE_LR_SCHEDULES,
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

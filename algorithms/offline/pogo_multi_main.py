@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -157,13 +158,20 @@ class ActorChain:
 
     def settle(self, weights: list[float]) -> None:
         """Enter the settle phase: the settle W2 weights, and each optimiser back at its initial
-        learning rate with no schedule (a schedule that ends with the joint phase, like IQL's
-        cosine, would leave the chain no steps to take)."""
+        learning rate, no longer on the joint phase's schedule (one that ends with the joint
+        phase, like IQL's cosine, would leave the chain no steps to take)."""
         self.weights = torch.tensor(weights[: len(self.chain)], device=self.weights.device)
         self.schedulers = [None] * len(self.schedulers)
         for opt in self.optimizers:
             for group in opt.param_groups:
-                group["lr"] = group.get("initial_lr", group["lr"])
+                group["lr"] = group.setdefault("initial_lr", group["lr"])
+
+    def settle_lr(self, k: int, steps: int) -> None:
+        """Cosine decay over the settle phase: the learning rate of its update k (0-based) of
+        `steps`, from the initial one towards 0. A function of k alone, so a resume is exact."""
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * 0.5 * (1.0 + math.cos(math.pi * k / steps))
 
     def _w2(self, actor: BaseActor, previous: BaseActor, states: torch.Tensor, method: str):
         c = self.config
@@ -431,6 +439,8 @@ def train(run: Run) -> Path:
         if config.settle_steps:  # the settle phase: actor 0 and the critics stay as they are
             chain.settle(config.settle_w2_weights or config.w2_weights)
             for t in range(max(run.step, config.max_timesteps) + 1, config.total_steps + 1):
+                if config.settle_lr_schedule == "cosine":
+                    chain.settle_lr(t - config.max_timesteps - 1, config.settle_steps)
                 batch = run.buffer.sample(config.batch_size)
                 after_update(run, t, chain.update(batch[0], batch[1]))
     run.progress.close()
