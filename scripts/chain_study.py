@@ -9,12 +9,13 @@ missing, `--dataset_size` rows) and written under `<out>/w<w>/`. Runs go `--jobs
 `OMP_NUM_THREADS=--threads` each; arguments after `--` override config keys in every run. Run
 again after an interruption: finished runs are skipped and interrupted ones continue with
 `--resume`. Each run has its config's settle phase (the chain alone after `--max_timesteps`;
-`--settle_steps` and `--settle_w2_weight` override it); runs finished before their settle phase
-are resumed into it. `--settle_sweep s1 s2 ...` then redoes each run's settle phase at those
-weights from its checkpoint at `--max_timesteps`, in copies under `<out>/w<w>_settle<s>/` (only
-the settle updates are spent again). At the end the results table of every actor and the chain's
-verdict (the results command with `--chain`) are printed for each output directory, and written
-to `<out>/<directory>.md`.
+`--settle_steps`, `--settle_w2_weight` and `--settle_lr_schedule` override it); runs finished
+before their settle phase are resumed into it. `--settle_sweep s1 s2 ...` then redoes each run's
+settle phase at those weights from its checkpoint at `--max_timesteps`, in copies under
+`<out>/w<w>_settle<s>/` (`..._cosine/` with a cosine settle schedule; only the settle updates
+are spent again). At the end the results table of every actor and the chain's verdict (the
+results command with `--chain`) are printed for each output directory, and written to
+`<out>/<directory>.md`.
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ def settle_of(args: argparse.Namespace, config: str) -> int:
     return yaml.safe_load((REPO / config).read_text())["settle_steps"]
 
 
+def schedule_of(args: argparse.Namespace, config: str) -> str:
+    """The settle phase's learning-rate schedule: --settle_lr_schedule, else the config's."""
+    if args.settle_lr_schedule is not None:
+        return args.settle_lr_schedule
+    return yaml.safe_load((REPO / config).read_text()).get("settle_lr_schedule", "constant")
+
+
 def each_run(args: argparse.Namespace):
     """(config, dataset file, algorithm, env name, w2 weight, seed) of every run of the plan."""
     for env in args.envs:
@@ -89,6 +97,8 @@ def run_command(
     cmd += ["--max_timesteps", str(args.max_timesteps)]
     if args.settle_steps is not None:
         cmd += ["--settle_steps", str(args.settle_steps)]
+    if args.settle_lr_schedule is not None:
+        cmd += ["--settle_lr_schedule", args.settle_lr_schedule]
     cmd += ["--n_episodes", str(args.n_episodes), "--no_wandb", "--quiet"]
     return cmd + ["--output_dir", str(out), *args.extra]
 
@@ -119,8 +129,12 @@ def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], in
     return datasets, runs, done
 
 
-def sweep_dir(out: Path, weight: float, settle_weight: float) -> Path:
-    return out / f"w{weight:g}_settle{settle_weight:g}"
+def sweep_dir(out: Path, weight: float, settle_weight: float, schedule: str) -> Path:
+    """<out>/w10_settle0.1, or <out>/w10_settle0.1_cosine with a cosine settle schedule."""
+    return (
+        out
+        / f"w{weight:g}_settle{settle_weight:g}{'' if schedule == 'constant' else '_' + schedule}"
+    )
 
 
 def plan_settle_sweep(args: argparse.Namespace) -> tuple[list[list[str]], int, list[str]]:
@@ -135,7 +149,7 @@ def plan_settle_sweep(args: argparse.Namespace) -> tuple[list[list[str]], int, l
         )
         joint_end = CheckpointStore(base / "checkpoints", keep=1).path(args.max_timesteps)
         for settle_weight in args.settle_sweep:
-            out = sweep_dir(args.out, weight, settle_weight)
+            out = sweep_dir(args.out, weight, settle_weight, schedule_of(args, config))
             root = run_dir(PogoConfig(algorithm, env, output_dir=str(out), seed=seed))
             state = run_state(root, args.max_timesteps + settle)
             if state == "done":
@@ -203,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--settle_w2_weight", type=float, help="its W2 weight (the config's)")
     parser.add_argument(
+        "--settle_lr_schedule", choices=("constant", "cosine"), help="its schedule (the config's)"
+    )
+    parser.add_argument(
         "--settle_sweep",
         nargs="+",
         type=float,
@@ -237,7 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         failed += run_all(sweep, args.jobs, args.threads, args.out / "logs")
         n_sweep, done = len(sweep), done + sweep_done
     outs = [weight_dir(args.out, w) for w in args.w2_weights]
-    outs += [sweep_dir(args.out, w, s) for w in args.w2_weights for s in args.settle_sweep]
+    schedules = {schedule_of(args, config) for config, *_ in each_run(args)}
+    outs += [
+        sweep_dir(args.out, w, s, schedule)
+        for w in args.w2_weights
+        for s in args.settle_sweep
+        for schedule in sorted(schedules)
+    ]
     for out in outs:
         if out.is_dir():
             cmd = [sys.executable, "-m", "algorithms.offline.results", str(out), "--chain"]

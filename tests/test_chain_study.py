@@ -104,6 +104,13 @@ def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
         )
     assert chain_study.main(argv[:-7] + sweep + argv[-7:]) == 0  # all done: only tables
     assert "chain study: 0 runs, 0 failed, 6 done before" in capsys.readouterr().out
+    # the same sweep with a cosine settle schedule goes to its own directories
+    cosine = ["--settle_steps", "10", "--settle_sweep", "4", "--settle_lr_schedule", "cosine"]
+    assert chain_study.main(argv[:-7] + cosine + argv[-7:]) == 0
+    assert "chain study: 2 runs, 0 failed, 2 done before" in capsys.readouterr().out
+    root = tmp_path / "out" / "w1_settle4_cosine" / "td3_bc/hopper/medium-v2/seed_0"
+    assert "settle_lr_schedule: cosine\n" in (root / "logs/config.yaml").read_text()
+    assert (tmp_path / "out" / "w50_settle4_cosine.md").is_file()
 
 
 @pytest.mark.parametrize(
