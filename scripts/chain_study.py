@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from algorithms.offline.config import ALGORITHMS, PogoConfig  # noqa: E402
 from algorithms.offline.envs import ENV_IDS, parse_d4rl_name  # noqa: E402
 from algorithms.offline.make_dataset import MAKEABLE_KINDS  # noqa: E402
-from algorithms.offline.run_io import CheckpointStore, run_dir  # noqa: E402
+from algorithms.offline.run_io import CheckpointStore, run_dir, truncate_logs  # noqa: E402
 
 
 def dataset_file(data_dir: Path, env: str, dataset: str) -> Path:
@@ -165,6 +165,7 @@ def plan_settle_sweep(args: argparse.Namespace) -> tuple[list[list[str]], int, l
                 continue
             shutil.rmtree(root, ignore_errors=True)  # a stale copy is made again
             shutil.copytree(base / "logs", root / "logs")
+            truncate_logs(root / "logs", args.max_timesteps)  # never "done" before it has run
             (root / "checkpoints").mkdir()
             shutil.copy2(joint_end, root / "checkpoints" / joint_end.name)
             runs.append(cmd + ["--resume", "--resume_step", str(args.max_timesteps)])
@@ -200,7 +201,7 @@ def run_tag(cmd: list[str]) -> str:
     return f"{config.parent.name}_{config.stem}_{out}_seed{cmd[cmd.index('--seed') + 1]}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algorithms", nargs="+", default=["iql", "td3_bc"], choices=ALGORITHMS)
     parser.add_argument(
@@ -237,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.settle_sweep and args.settle_w2_weight is not None:
         parser.error("--settle_sweep makes its own copies; drop --settle_w2_weight")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     datasets, runs, done = plan(args)
     if args.dry_run:
         print(f"# {len(datasets)} datasets to make, {len(runs)} runs to go ({done} done)")

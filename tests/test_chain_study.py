@@ -104,6 +104,13 @@ def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
         )
     assert chain_study.main(argv[:-7] + sweep + argv[-7:]) == 0  # all done: only tables
     assert "chain study: 0 runs, 0 failed, 6 done before" in capsys.readouterr().out
+    # a copy made but not run yet (an interrupted study) is not taken for a finished run
+    queued = tmp_path / "out" / "w1_settle4_cosine" / "td3_bc/hopper/medium-v2/seed_0"
+    argv_queued = argv[:-7] + ["--settle_steps", "10", "--settle_sweep", "4"]
+    argv_queued += ["--settle_lr_schedule", "cosine"] + argv[-7:]
+    runs, _, _ = chain_study.plan_settle_sweep(chain_study.parse_args(argv_queued))
+    assert len(runs) == 2 and chain_study.run_state(queued, 30) == "partial"
+    assert (queued / "logs/eval.csv").read_text().splitlines()[-1].startswith("20,2,")
     # the same sweep with a cosine settle schedule goes to its own directories
     cosine = ["--settle_steps", "10", "--settle_sweep", "4", "--settle_lr_schedule", "cosine"]
     assert chain_study.main(argv[:-7] + cosine + argv[-7:]) == 0

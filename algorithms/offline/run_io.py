@@ -148,14 +148,7 @@ class RunLogger:
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after `step` (a resumed run repeats them from its checkpoint)."""
-        with self.eval_path.open(newline="") as f:
-            rows = list(csv.reader(f))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-        _write_atomic(self.eval_path, _csv_text(kept))
-        if self.train_path.exists():
-            lines = self.train_path.read_text().splitlines()
-            kept_lines = [ln for ln in lines if ln and json.loads(ln)["step"] <= step]
-            _write_atomic(self.train_path, "".join(ln + "\n" for ln in kept_lines))
+        truncate_logs(self.logs, step)
 
     def log_train(self, step: int, values: dict[str, float]) -> None:
         with self.train_path.open("a") as f:
@@ -194,6 +187,18 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def truncate_logs(logs: Path, step: int) -> None:
+    """Drop the rows of `logs/eval.csv` and `logs/train.jsonl` logged after update `step`."""
+    with (logs / "eval.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    _write_atomic(logs / "eval.csv", _csv_text(kept))
+    if (logs / "train.jsonl").exists():
+        lines = (logs / "train.jsonl").read_text().splitlines()
+        kept_lines = [ln for ln in lines if ln and json.loads(ln)["step"] <= step]
+        _write_atomic(logs / "train.jsonl", "".join(ln + "\n" for ln in kept_lines))
 
 
 class StopSignal:
