@@ -73,7 +73,14 @@ def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
     assert chain_study.main(argv) == 0
     assert "chain study: 0 runs, 0 failed, 2 done before" in capsys.readouterr().out
     # a settle phase later: both finished runs are resumed into it
-    settle = ["--settle_steps", "10", "--settle_w2_weight", "0.5"]
+    settle = [
+        "--settle_steps",
+        "10",
+        "--settle_w2_weight",
+        "0.5",
+        "--settle_lr_schedule",
+        "constant",
+    ]
     assert chain_study.main(argv[:-7] + settle + argv[-7:]) == 0
     assert "chain study: 2 runs, 0 failed, 0 done before" in capsys.readouterr().out
     for weight in ("1", "50"):
@@ -81,7 +88,15 @@ def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
         assert (root / "logs/eval.csv").read_text().splitlines()[-1].startswith("30,2,")
         assert "settle_w2_weights:\n- 0.5\n- 0.5\n" in (root / "logs/config.yaml").read_text()
     # a settle sweep: copies of each run settle again from its joint phase's end (step 20)
-    sweep = ["--settle_steps", "10", "--settle_sweep", "0.5", "4"]
+    sweep = [
+        "--settle_steps",
+        "10",
+        "--settle_sweep",
+        "0.5",
+        "4",
+        "--settle_lr_schedule",
+        "constant",
+    ]
     assert chain_study.main(argv[:-7] + sweep + argv[-7:]) == 0
     assert "chain study: 4 runs, 0 failed, 2 done before" in capsys.readouterr().out
     for weight in ("1", "50"):
