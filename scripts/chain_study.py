@@ -21,6 +21,7 @@ results command with `--chain`) are printed for each output directory, and writt
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import subprocess
@@ -61,18 +62,24 @@ def run_state(root: Path, max_timesteps: int) -> str:
     return "stale"
 
 
+@functools.cache
+def config_values(config: str) -> dict:
+    """A shipped config's keys (read once per file)."""
+    return yaml.safe_load((REPO / config).read_text())
+
+
 def settle_of(args: argparse.Namespace, config: str) -> int:
     """The settle phase's length: --settle_steps, else the config's."""
     if args.settle_steps is not None:
         return args.settle_steps
-    return yaml.safe_load((REPO / config).read_text())["settle_steps"]
+    return config_values(config)["settle_steps"]
 
 
 def schedule_of(args: argparse.Namespace, config: str) -> str:
     """The settle phase's learning-rate schedule: --settle_lr_schedule, else the config's."""
     if args.settle_lr_schedule is not None:
         return args.settle_lr_schedule
-    return yaml.safe_load((REPO / config).read_text()).get("settle_lr_schedule", "constant")
+    return config_values(config).get("settle_lr_schedule", "constant")
 
 
 def each_run(args: argparse.Namespace):
