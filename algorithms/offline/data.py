@@ -12,12 +12,15 @@ import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from algorithms.offline.envs import parse_d4rl_name
+
+if TYPE_CHECKING:  # for the annotation only
+    from algorithms.offline.config import PogoConfig
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 OPTIONAL_KEYS = ("next_observations",)
@@ -306,3 +309,26 @@ def load_dataset(
         return qlearning_dataset(raw)
     path = Path(dataset_path) if dataset_path else find_d4rl_file(env_name)
     return qlearning_dataset(load_hdf5(path))
+
+
+def load_data(config: PogoConfig, obs_dim: int, action_dim: int, env_id: str):
+    """The training set of a run (made first with `make_dataset_size`, checked against the
+    environment, states normalised), and the state statistics evaluation needs."""
+    from algorithms.offline.make_dataset import ensure_dataset  # it imports this module
+
+    if config.make_dataset_size is not None:
+        ensure_dataset(
+            config.env, config.dataset_path, config.make_dataset_size, config.make_dataset_seed
+        )
+    dataset = load_dataset(config.env, config.dataset_path, config.minari_id)
+    source = config.dataset_path or config.minari_id or config.env
+    check_dims(dataset, obs_dim, action_dim, source, env_id)
+    if config.normalize_reward:
+        modify_reward(dataset, config.env)
+    if config.normalize:
+        mean, std = compute_mean_std(dataset["observations"], eps=1e-3)
+    else:
+        mean, std = np.zeros(obs_dim), np.ones(obs_dim)
+    for key in ("observations", "next_observations"):
+        dataset[key] = normalize_states(dataset[key], mean, std)
+    return dataset, mean, std

@@ -36,16 +36,9 @@ from algorithms.networks.actors import BaseActor, build_actor
 from algorithms.networks.ensemble import PairCall, StackedModules, same_architecture
 from algorithms.networks.policy_call import sample_K_actions
 from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
-from algorithms.offline.data import (
-    check_dims,
-    compute_mean_std,
-    load_dataset,
-    modify_reward,
-    normalize_states,
-)
+from algorithms.offline.data import load_data
 from algorithms.offline.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.offline.interface import Trainer
-from algorithms.offline.make_dataset import ensure_dataset
 from algorithms.offline.run_io import (
     CheckpointStore,
     RunLogger,
@@ -295,26 +288,6 @@ class ActorChain:
             if self.schedulers[i] is not None and state["schedulers"][i] is not None:
                 self.schedulers[i].load_state_dict(state["schedulers"][i])
         self.stream.load_state_dict(state["stream"])
-
-
-def load_data(config: PogoConfig, obs_dim: int, action_dim: int, env_id: str):
-    """The training set (normalised), and the state statistics evaluation needs."""
-    if config.make_dataset_size is not None:
-        ensure_dataset(
-            config.env, config.dataset_path, config.make_dataset_size, config.make_dataset_seed
-        )
-    dataset = load_dataset(config.env, config.dataset_path, config.minari_id)
-    source = config.dataset_path or config.minari_id or config.env
-    check_dims(dataset, obs_dim, action_dim, source, env_id)
-    if config.normalize_reward:
-        modify_reward(dataset, config.env)
-    if config.normalize:
-        mean, std = compute_mean_std(dataset["observations"], eps=1e-3)
-    else:
-        mean, std = np.zeros(obs_dim), np.ones(obs_dim)
-    for key in ("observations", "next_observations"):
-        dataset[key] = normalize_states(dataset[key], mean, std)
-    return dataset, mean, std
 
 
 @dataclasses.dataclass
