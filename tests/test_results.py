@@ -56,11 +56,14 @@ def test_chain_verdict_pairs_seeds_against_actor_0s_spread(results_dir):
     ]
     # hopper-medium: differences -10 and +10 (mean 0, not > 0), actor 0's spread std(30, 50) = 10
     assert table[9:] == [
-        "| iql | hopper-medium-expert-v2 | 1 | 100.0 ± 0.0 | 110.0 ± 0.0 | +10.0 ± 0.0 | 0.0 | wins |",
-        "| iql | hopper-medium-v2 | 2 | 40.0 ± 10.0 | 40.0 ± 20.0 | +0.0 ± 10.0 | 10.0 | level |",
-        "| td3_bc | walker2d-medium-replay-v2 | 1 | 1.0 ± 0.0 | 2.0 ± 0.0 | +1.0 ± 0.0 | 0.0 | wins |",
-        "| iql | average |  | 70.0 | 75.0 | +5.0 |  | passes |",
-        "| td3_bc | average |  | 1.0 | 2.0 | +1.0 |  | passes |",
+        "| iql | hopper-medium-expert-v2 | 1 | 100.0 ± 0.0 | 110.0 ± 0.0 | +10.0 ± 0.0 | +10.0 (seed 0) "
+        "| 0.0 | wins |",
+        "| iql | hopper-medium-v2 | 2 | 40.0 ± 10.0 | 40.0 ± 20.0 | +0.0 ± 10.0 | -10.0 (seed 0) "
+        "| 10.0 | level |",
+        "| td3_bc | walker2d-medium-replay-v2 | 1 | 1.0 ± 0.0 | 2.0 ± 0.0 | +1.0 ± 0.0 | +1.0 (seed 0) "
+        "| 0.0 | wins |",
+        "| iql | average |  | 70.0 | 75.0 | +5.0 |  |  | passes |",
+        "| td3_bc | average |  | 1.0 | 2.0 | +1.0 |  |  | passes |",
     ]
 
 
@@ -74,10 +77,10 @@ def test_chain_verdict_a_loss_beyond_the_spread_fails(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     # differences -3 and -2: mean -2.5, below minus actor 0's spread (std(40, 42) = 1)
     assert (
-        "| td3_bc | hopper-medium-v2 | 2 | 41.0 ± 1.0 | 38.5 ± 1.5 | -2.5 ± 0.5 | 1.0 | loses |"
-        in out
+        "| td3_bc | hopper-medium-v2 | 2 | 41.0 ± 1.0 | 38.5 ± 1.5 | -2.5 ± 0.5 | -3.0 (seed 0) "
+        "| 1.0 | loses |" in out
     )
-    assert out[-1] == "| td3_bc | average |  | 41.0 | 38.5 | -2.5 |  | fails |"
+    assert out[-1] == "| td3_bc | average |  | 41.0 | 38.5 | -2.5 |  |  | fails |"
 
 
 def test_up_to_tabulates_runs_as_they_were_at_that_update(results_dir, capsys):
@@ -99,7 +102,7 @@ def test_chain_verdict_judges_only_the_seeds_that_got_furthest(results_dir):
     assert "| iql | hopper-medium-v2 | 2 | 10 | 5.0 | 0.0 | -5.0 |" in table
     assert (
         "| iql | hopper-medium-v2 | 2 (+1 unfinished) | 40.0 ± 10.0 | 40.0 ± 20.0 | +0.0 ± 10.0 "
-        "| 10.0 | level |"
+        "| -10.0 (seed 0) | 10.0 | level |"
     ) in table
 
 

@@ -172,6 +172,8 @@ def chain_verdict(runs: list[RunScores]) -> str:
     is within the spread, "loses" if it is below minus the spread. Only the seeds that got as
     far as the dataset's furthest one count (an unfinished run is shown, not judged). Per
     algorithm: "passes" if the difference averaged over datasets is >= 0 and no dataset loses.
+    The worst seed's difference is shown beside the mean, so a mean that hides one seed's loss
+    beyond the spread is seen.
     """
     chains = [r for r in runs if r.scores.shape[1] > 1]
     if not chains:
@@ -188,7 +190,7 @@ def chain_verdict(runs: list[RunScores]) -> str:
         lines.append(markdown_row(cells))
 
     header = ["algorithm", "dataset", "seeds", "actor 0", "last actor", "last - actor 0"]
-    header += ["actor 0 seed spread", "verdict"]
+    header += ["worst seed", "actor 0 seed spread", "verdict"]
     lines += ["", *markdown_header(header)]
     by_algorithm: dict[str, list[tuple[float, float, float, str]]] = defaultdict(list)
     for (algorithm, dataset), runs_here in groups.items():
@@ -204,12 +206,13 @@ def chain_verdict(runs: list[RunScores]) -> str:
         seeds = f"{len(group)} (+{unfinished} unfinished)" if unfinished else str(len(group))
         cells = [algorithm, dataset, seeds, Cell(first.mean(), first.std()).text()]
         cells += [Cell(last.mean(), last.std()).text(), f"{mean:+.1f} ± {diff.std():.1f}"]
-        cells += [f"{spread:.1f}", verdict]
+        worst = int(diff.argmin())
+        cells += [f"{diff[worst]:+.1f} (seed {group[worst].seed})", f"{spread:.1f}", verdict]
         lines.append(markdown_row(cells))
     for algorithm, rows in by_algorithm.items():
         first, last, diff = (float(np.mean([r[k] for r in rows])) for k in range(3))
         passes = diff >= 0 and all(r[3] != "loses" for r in rows)
-        cells = [algorithm, "average", "", f"{first:.1f}", f"{last:.1f}", f"{diff:+.1f}", ""]
+        cells = [algorithm, "average", "", f"{first:.1f}", f"{last:.1f}", f"{diff:+.1f}", "", ""]
         cells.append("passes" if passes else "fails")
         lines.append(markdown_row(cells))
     return "\n".join(lines) + "\n"
