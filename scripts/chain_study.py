@@ -13,7 +13,9 @@ again after an interruption: finished runs are skipped and interrupted ones cont
 before their settle phase are resumed into it. `--settle_sweep s1 s2 ...` then redoes each run's
 settle phase at those weights from its checkpoint at `--max_timesteps`, in copies under
 `<out>/w<w>_settle<s>/` (`..._cosine/` with a cosine settle schedule; only the settle updates
-are spent again). At the end the results table of every actor and the chain's verdict (the
+are spent again). SIGTERM or Ctrl-C starts no further run and stops the running ones, each
+after checkpointing the update it finished; the same command later goes on from there. At the
+end the results table of every actor and the chain's verdict (the
 results command with `--chain`) are printed for each output directory, and written to
 `<out>/<directory>.md`.
 """
@@ -24,9 +26,11 @@ import argparse
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -37,7 +41,13 @@ sys.path.insert(0, str(REPO))
 from algorithms.offline.config import ALGORITHMS, PogoConfig  # noqa: E402
 from algorithms.offline.envs import ENV_IDS, parse_d4rl_name  # noqa: E402
 from algorithms.offline.make_dataset import MAKEABLE_KINDS  # noqa: E402
-from algorithms.offline.run_io import CheckpointStore, run_dir, truncate_logs  # noqa: E402
+from algorithms.offline.run_io import (  # noqa: E402
+    EXIT_STOPPED,
+    CheckpointStore,
+    StopSignal,
+    run_dir,
+    truncate_logs,
+)
 
 
 def dataset_file(data_dir: Path, env: str, dataset: str) -> Path:
@@ -179,26 +189,38 @@ def plan_settle_sweep(args: argparse.Namespace) -> tuple[list[list[str]], int, l
     return runs, done, waiting
 
 
-def run_all(commands: list[list[str]], jobs: int, threads: int, log_dir: Path) -> int:
-    """Run the commands `jobs` at a time, one log each; returns how many failed."""
+def run_all(
+    commands: list[list[str]], jobs: int, threads: int, log_dir: Path, stop: StopSignal
+) -> Counter[str]:
+    """Run the commands `jobs` at a time, one log each; returns how many ended "done",
+    "failed", "stopped" (checkpointed on a signal: resumable) or were "not started".
+
+    Once `stop` has seen SIGTERM or Ctrl-C no run starts and each running one gets SIGTERM
+    (a Ctrl-C in a terminal has reached the runs too; a repeated SIGTERM changes nothing)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     log_dir.mkdir(parents=True, exist_ok=True)
-    pending, running, failed = list(commands), [], 0
-    while pending or running:
-        while pending and len(running) < jobs:
+    pending, running, tally, forwarded = list(commands), [], Counter(), False
+    while running or (pending and not stop.received):
+        while pending and len(running) < jobs and not stop.received:
             cmd = pending.pop(0)
             log = log_dir / f"{run_tag(cmd)}.log"
             print(f"start: {run_tag(cmd)}", flush=True)
             with log.open("a") as f:  # the child keeps its own handle
                 running.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=f), cmd))
         time.sleep(1.0)
+        if stop.received and not forwarded:
+            for proc, _ in running:
+                proc.send_signal(signal.SIGTERM)
+            forwarded = True
         for proc, cmd in list(running):
             if proc.poll() is not None:
                 running.remove((proc, cmd))
-                failed += proc.returncode != 0
-                status = "done" if proc.returncode == 0 else f"FAILED (see {log_dir})"
-                print(f"{status}: {run_tag(cmd)}", flush=True)
-    return failed
+                status = {0: "done", EXIT_STOPPED: "stopped"}.get(proc.returncode, "failed")
+                tally[status] += 1
+                note = {"failed": f" (see {log_dir})", "stopped": " (checkpointed)"}.get(status, "")
+                print(f"{status}: {run_tag(cmd)}{note}", flush=True)
+    tally["not started"] += len(pending)
+    return tally
 
 
 def run_tag(cmd: list[str]) -> str:
@@ -258,14 +280,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for cmd in datasets:  # one at a time: each is quick, and later runs need them all
         subprocess.run(cmd, cwd=REPO, check=True)
-    failed = run_all(runs, args.jobs, args.threads, args.out / "logs")
-    n_sweep = 0
-    if args.settle_sweep:  # after the runs: it starts from their joint phases' ends
-        sweep, sweep_done, waiting = plan_settle_sweep(args)
-        for run in waiting:
-            print(f"settle sweep: not ready: {run}")
-        failed += run_all(sweep, args.jobs, args.threads, args.out / "logs")
-        n_sweep, done = len(sweep), done + sweep_done
+    with StopSignal() as stop:
+        tally = run_all(runs, args.jobs, args.threads, args.out / "logs", stop)
+        n_sweep = 0
+        if args.settle_sweep and not stop.received:  # it starts from the joint phases' ends
+            sweep, sweep_done, waiting = plan_settle_sweep(args)
+            for run in waiting:
+                print(f"settle sweep: not ready: {run}")
+            tally += run_all(sweep, args.jobs, args.threads, args.out / "logs", stop)
+            n_sweep, done = len(sweep), done + sweep_done
+    if stop.received:
+        print(
+            f"chain study stopped ({stop.received}): {tally['stopped']} runs checkpointed, "
+            f"{tally['not started']} not started, {tally['failed']} failed; "
+            "the same command goes on from there"
+        )
+        return EXIT_STOPPED
     outs = [weight_dir(args.out, w) for w in args.w2_weights]
     schedules = {schedule_of(args, config) for config, *_ in each_run(args)}
     outs += [
@@ -280,8 +310,12 @@ def main(argv: list[str] | None = None) -> int:
             table = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True).stdout
             (args.out / f"{out.name}.md").write_text(table)
             print(f"\n## {out.name}\n\n{table}")
-    print(f"chain study: {len(runs) + n_sweep} runs, {failed} failed, {done} done before")
-    return 1 if failed else 0
+    stopped = f", {tally['stopped']} stopped (resumable)" if tally["stopped"] else ""
+    print(
+        f"chain study: {len(runs) + n_sweep} runs, {tally['failed']} failed{stopped}, "
+        f"{done} done before"
+    )
+    return 1 if tally["failed"] else EXIT_STOPPED if tally["stopped"] else 0
 
 
 if __name__ == "__main__":

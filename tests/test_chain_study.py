@@ -1,8 +1,12 @@
 """scripts/chain_study.py: the plan, resumability, and a tiny study end to end."""
 
 import csv
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ import chain_study  # noqa: E402
 
 from algorithms.offline import pogo_multi_main  # noqa: E402
 from algorithms.offline.make_dataset import main as make_dataset_main  # noqa: E402
+from algorithms.offline.run_io import EXIT_STOPPED  # noqa: E402
 
 
 def test_dry_run_plans_every_combination(tmp_path, capsys):
@@ -133,6 +138,50 @@ def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
     root = tmp_path / "out" / "w1_settle4_cosine" / "td3_bc/hopper/medium-v2/seed_0"
     assert "settle_lr_schedule: cosine\n" in (root / "logs/config.yaml").read_text()
     assert (tmp_path / "out" / "w50_settle4_cosine.md").is_file()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the study", "Ctrl-C to the terminal"])
+def test_a_stopped_study_checkpoints_its_runs_and_starts_no_more(tiny_behavior, tmp_path, how):
+    """The study forwards SIGTERM to its runs; after a Ctrl-C, which reached the runs as well,
+    the forwarded SIGTERM changes nothing, so each run still checkpoints where it stood."""
+    data = tmp_path / "data"
+    make_dataset_main(
+        ["--env", "hopper-medium-v2", "--size", "300", "--out", str(data / "hopper_medium-v2.hdf5")]
+        + ["--actors_dir", str(tiny_behavior[0])]
+    )
+    argv = ["--algorithms", "td3_bc", "--envs", "hopper", "--datasets", "medium", "--seeds", "0"]
+    argv += ["1", "--w2_weights", "10", "--max_timesteps", "100000", "--jobs", "1"]
+    argv += ["--out", str(tmp_path / "out"), "--data_dir", str(data), "--n_episodes", "1"]
+    argv += ["--", "--eval_freq", "10", "--batch_size", "8", "--device", "cpu"]
+    study = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "chain_study.py"), *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    root = tmp_path / "out" / "w10" / "td3_bc/hopper/medium-v2"
+    latest = root / "seed_0" / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while not latest.exists() and time.time() < deadline and study.poll() is None:
+        time.sleep(0.05)
+    if how == "SIGTERM to the study":
+        study.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(study.pid, signal.SIGINT)
+    out, _ = study.communicate(timeout=120)
+    name = signal.SIGTERM.name if how == "SIGTERM to the study" else signal.SIGINT.name
+    assert study.returncode == EXIT_STOPPED, out
+    assert "stopped: hopper_medium_v2_td3_bc_w10_seed0 (checkpointed)" in out
+    assert f"chain study stopped ({name}): 1 runs checkpointed, 1 not started, 0 failed" in out
+    log = (tmp_path / "out" / "logs" / "hopper_medium_v2_td3_bc_w10_seed0.log").read_text()
+    assert f"stopped: {name} after update " in log
+    step = int(log.split(f"stopped: {name} after update ")[1].split(":")[0])
+    assert latest.read_text().strip() == f"checkpoint_{step:010d}.pt"
+    assert not (root / "seed_1").exists()
+    # the same command goes on: the stopped run resumes, the other starts
+    plan = chain_study.plan(chain_study.parse_args(argv))[1]
+    assert [cmd[-1] for cmd in plan] == ["--resume", "cpu"]
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import torch
 
 from algorithms.offline import pogo_multi_main
 from algorithms.offline.config import ConfigError, parse_config
+from algorithms.offline.run_io import EXIT_STOPPED
 from algorithms.offline.utils_pytorch import NonFiniteError, named_tensors
 from tests.conftest import write_synthetic_d4rl
 
@@ -62,7 +63,7 @@ def test_a_killed_or_stopped_run_resumes_as_an_uninterrupted_one(tiny_run_args, 
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL, stderr
     else:  # the checkpoint is of the update it stopped after, named in one line
-        assert proc.returncode == 1, stderr
+        assert proc.returncode == EXIT_STOPPED, stderr
         assert f"stopped: SIGTERM after update {killed_at}: saved " in stderr
         assert stderr.rstrip().endswith("--resume continues")
 

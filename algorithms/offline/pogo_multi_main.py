@@ -40,6 +40,7 @@ from algorithms.offline.data import load_data
 from algorithms.offline.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.offline.interface import Trainer
 from algorithms.offline.run_io import (
+    EXIT_STOPPED,
     CheckpointStore,
     RunLogger,
     RunStopped,
@@ -476,7 +477,8 @@ def main(argv: list[str] | None = None) -> Path:
     except NonFiniteError as err:
         sys.exit(f"error: {err}")
     except RunStopped as err:
-        sys.exit(f"stopped: {err}")
+        print(f"stopped: {err}", file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
 
 
 if __name__ == "__main__":

@@ -204,7 +204,9 @@ def truncate_logs(logs: Path, step: int) -> None:
 class StopSignal:
     """SIGTERM or SIGINT (Ctrl-C) during training only set a flag; the loop then checkpoints the
     update it finished and stops, so a preempted run loses nothing (`--resume` continues it).
-    A second signal stops at once."""
+    A second Ctrl-C stops at once; a repeated SIGTERM (a scheduler's, or the one chain_study
+    forwards after a Ctrl-C reached the whole terminal) changes nothing, until the process
+    exits."""
 
     def __init__(self) -> None:
         self.received: str | None = None
@@ -217,18 +219,24 @@ class StopSignal:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.received:
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
-        self.received = signal.Signals(signum).name
+        if not self.received:
+            self.received = signal.Signals(signum).name
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt("second Ctrl-C")
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            # once stopping, a repeated SIGTERM must not kill the process on its way out
+            stopping = self.received is not None and sig == signal.SIGTERM
+            signal.signal(sig, signal.SIG_IGN if stopping else handler)
         self._previous = {}
 
 
 class RunStopped(Exception):
     """Training stopped on a signal after writing a checkpoint."""
+
+
+EXIT_STOPPED = 75  # a run's exit status after RunStopped: sysexits' "temporary failure, retry"
 
 
 class CheckpointStore:
