@@ -82,6 +82,7 @@ LARGE_SETTLE_STEP_DATASETS = {
     ("td3_bc", "halfcheetah", "medium"),
     ("td3_bc", "halfcheetah", "medium-replay"),
     ("td3_bc", "hopper", "medium-replay"),
+    ("td3_bc", "walker2d", "medium-replay"),
 }
 
 #: values every CORL YAML of an algorithm uses where they differ from CORL's dataclass defaults
@@ -184,6 +185,8 @@ STUDY_RESULTS: dict[tuple[str, str, str], str] = {
     "(+10.2 ± 48.1, seed 1 -46.2): wins on average; the anchor: -16.8 ± 23.4",
     ("td3_bc", "walker2d", "medium"): "3 seeds, anchor: actor 0 51.0, last actor 54.2 "
     "(+3.2 ± 5.6): wins; the large step: +2.5 ± 8.4",
+    ("td3_bc", "walker2d", "medium-replay"): "3 seeds, large step: actor 0 16.6, last actor "
+    "36.4 (+19.8 ± 2.3): wins; the anchor: +7.8 ± 10.2",
 }
 
 
