@@ -186,8 +186,8 @@ SOURCES = {
 STUDY_RESULTS: dict[tuple[str, str, str], str] = {
     ("iql", "halfcheetah", "medium"): "3 seeds, large step: actor 0 43.4, last actor 47.1 "
     "(+3.8 ± 0.2): wins; the anchor: -0.1 (seed 0)",
-    ("iql", "halfcheetah", "medium-replay"): "2 seeds, anchor: actor 0 37.2, last actor 37.3 "
-    "(+0.2 ± 0.3): wins; the large step lost (-4.5 ± 3.0, 3 seeds)",
+    ("iql", "halfcheetah", "medium-replay"): "3 seeds, anchor: actor 0 36.5, last actor 37.3 "
+    "(+0.8 ± 0.9): wins; the large step lost (-4.5 ± 3.0)",
     ("td3_bc", "halfcheetah", "medium"): "3 seeds, large step: actor 0 45.5, last actor 51.3 "
     "(+5.8 ± 0.2): wins; the anchor: +0.5 (seed 0)",
     ("td3_bc", "halfcheetah", "medium-replay"): "3 seeds, large step: actor 0 39.8, last actor "

@@ -142,7 +142,8 @@ def build(
 ) -> AdvantageWeightedActorCritic:
     """CORL's AWAC networks (3 hidden layers, default init), in CORL's order (actor, critics)."""
     # AWAC's own actor loss (advantage-weighted) has no Q scale to follow; raw -Q outweighs
-    # w2_weights' W2^2 and the chain leaves the data (docs/chain_study.md): divide by mean|Q|.
+    # w2_weights' W2^2 and the chain leaves the data (docs/chain_study_history.md): divide by
+    # mean|Q|.
     # Its V is Q at actor 0's sampled action.
     resolve_energy_config(config, has_value_function=True, normalize_q=True)
     actor = GaussianMLP(

@@ -152,7 +152,7 @@ def build(
     """CORL's IQL networks, built in CORL's order (Q, V, actor) so one seed gives one start."""
     # IQL's own actor loss (advantage-weighted regression) has no Q scale to follow. Raw -Q
     # (hundreds on locomotion data) outweighs w2_weights' W2^2 and the chain leaves the data
-    # (docs/chain_study.md): divide by mean|Q| as TD3+BC does.
+    # (docs/chain_study_history.md): divide by mean|Q| as TD3+BC does.
     resolve_energy_config(config, has_value_function=True, normalize_q=True)
     q_network = TwinQ(state_dim, action_dim).to(device)
     v_network = ValueFunction(state_dim).to(device)
