@@ -18,11 +18,20 @@ after checkpointing the update it finished; the same command later goes on from 
 end the results table of every actor and the chain's verdict (the
 results command with `--chain`) are printed for each output directory, and written to
 `<out>/<directory>.md`.
+
+    python scripts/chain_study.py --shipped --max_timesteps 50000 -- --eval_mode mean
+
+gathers instead, per algorithm and dataset, the runs made with the shipped config's own chain
+and settle settings (each run's recorded config equals the config with the command's
+overrides, up to where the run was written) from whichever `<out>/` directory holds them, into
+`<out>/shipped/`, and prints its table and verdict (`<out>/shipped.md`): the study judged on
+the shipped defaults. A dataset goes in only with all `--seeds` finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import shutil
@@ -38,11 +47,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from algorithms.offline.config import ALGORITHMS, PogoConfig  # noqa: E402
+from algorithms.offline.config import ALGORITHMS, PogoConfig, load_algorithm, parse_config  # noqa: E402
 from algorithms.offline.envs import ENV_IDS, parse_d4rl_name  # noqa: E402
 from algorithms.offline.make_dataset import MAKEABLE_KINDS  # noqa: E402
 from algorithms.offline.run_io import (  # noqa: E402
     EXIT_STOPPED,
+    RESUMABLE_CHANGES,
     CheckpointStore,
     StopSignal,
     run_dir,
@@ -223,6 +233,71 @@ def run_all(
     return tally
 
 
+#: config keys that say where and how a run was written, not what it trained
+BOOKKEEPING = {"dataset_path", "threads"} | {
+    key for key in RESUMABLE_CHANGES if key != "max_timesteps" and not key.startswith("settle_")
+}
+
+
+def shipped_runs(args: argparse.Namespace) -> tuple[dict[tuple[str, str], list[Path]], list[str]]:
+    """({(algorithm, env): each seed's finished run of the shipped setting}, what is missing).
+
+    A run is of the shipped setting when its recorded config equals the shipped config with
+    this command's overrides (max_timesteps, settle_steps, the arguments after --), up to
+    BOOKKEEPING and the config's nulls (an algorithm's default, filled in by the run). A key
+    missing from a run's record is older than the run: it ran with the key's default."""
+    found, missing = {}, []
+    homes = [d for d in sorted(args.out.glob("*/")) if d.name not in ("logs", "shipped")]
+    plan = {(c, p, a, e, s): None for c, p, a, e, _, s in each_run(args)}  # one per w2 weight
+    for config, path, algorithm, env, seed in plan:
+        key = (algorithm, env)
+        default = dataclasses.asdict(load_algorithm(algorithm).Config())
+        argv = ["--config_path", config, "--seed", str(seed), "--dataset_path", str(path)]
+        argv += ["--max_timesteps", str(args.max_timesteps), "--n_episodes", str(args.n_episodes)]
+        if args.settle_steps is not None:
+            argv += ["--settle_steps", str(args.settle_steps)]
+        wanted = {
+            k: v
+            for k, v in dataclasses.asdict(parse_config(argv + args.extra)).items()
+            if k not in BOOKKEEPING and v is not None
+        }
+        for home in homes:
+            root = run_dir(PogoConfig(algorithm, env, output_dir=str(home), seed=seed))
+            length = wanted["max_timesteps"] + wanted["settle_steps"]
+            if run_state(root, length) != "done":
+                continue
+            recorded = yaml.safe_load((root / "logs" / "config.yaml").read_text())
+            if all(recorded.get(k, default[k]) == v for k, v in wanted.items()):
+                found.setdefault(key, []).append(root)
+                break
+        else:
+            missing.append(f"{algorithm} {env} seed {seed}")
+    return found, missing
+
+
+def collect_shipped(args: argparse.Namespace) -> int:
+    """<out>/shipped: a copy of the logs of each dataset's runs of its shipped setting, then its
+    table and verdict. Exit status 1 when a planned run is missing (its dataset is left out)."""
+    found, missing = shipped_runs(args)
+    shipped = args.out / "shipped"
+    shutil.rmtree(shipped, ignore_errors=True)
+    for (algorithm, env), runs in sorted(found.items()):
+        if len(runs) < len(args.seeds):  # a dataset is judged on all its seeds or not at all
+            continue
+        for root in runs:
+            shutil.copytree(root / "logs", shipped / root.relative_to(root.parents[3]) / "logs")
+        homes = ", ".join(f"{root.name} from {root.parents[3].name}" for root in runs)
+        print(f"shipped: {algorithm} {env}: {homes}")
+    for run in missing:
+        print(f"shipped: not finished with the shipped setting: {run}")
+    if shipped.is_dir():
+        cmd = [sys.executable, "-m", "algorithms.offline.results", str(shipped), "--chain"]
+        table = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
+        (args.out / "shipped.md").write_text(table)
+        print(f"\n## shipped\n\n{table}")
+    return 1 if missing else 0
+
+
 def run_tag(cmd: list[str]) -> str:
     """e.g. hopper_medium_v2_iql_w10_seed0 (or ..._w10_settle0.1_seed0), for logs."""
     config = Path(cmd[cmd.index("--config_path") + 1])
@@ -263,15 +338,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "results" / "chain_study")
     parser.add_argument("--data_dir", type=Path, default=REPO / "data", help="made datasets")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    parser.add_argument(
+        "--shipped",
+        action="store_true",
+        help="run nothing: gather the runs of each config's own settings into <out>/shipped",
+    )
     parser.add_argument("extra", nargs="*", help="config overrides after --, for every run")
     args = parser.parse_args(argv)
     if args.settle_sweep and args.settle_w2_weight is not None:
         parser.error("--settle_sweep makes its own copies; drop --settle_w2_weight")
+    chosen = args.settle_sweep or args.settle_w2_weight is not None or args.settle_lr_schedule
+    if args.shipped and chosen:
+        parser.error("--shipped takes each config's settle weights and schedule; drop them")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.shipped:
+        return collect_shipped(args)
     datasets, runs, done = plan(args)
     if args.dry_run:
         print(f"# {len(datasets)} datasets to make, {len(runs)} runs to go ({done} done)")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -191,3 +192,47 @@ def test_unknown_choices_fail_before_running(bad, tmp_path, capsys):
     with pytest.raises(SystemExit):
         chain_study.main(["--dry-run", *bad, "--data_dir", str(tmp_path)])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_shipped_gathers_each_datasets_runs_of_its_config_settings(tiny_behavior, tmp_path, capsys):
+    """--shipped judges the study on the shipped defaults: it takes a run only where its recorded
+    config is the shipped config (with the study's overrides), from whichever directory."""
+    data = tmp_path / "data"
+    make_dataset_main(
+        ["--env", "hopper-medium-v2", "--size", "300", "--out", str(data / "hopper_medium-v2.hdf5")]
+        + ["--actors_dir", str(tiny_behavior[0])]
+    )
+    shipped_config = yaml.safe_load(
+        (ROOT / "configs/offline/pogo_multi/hopper/medium_v2_td3_bc.yaml").read_text()
+    )
+    settle_weight = shipped_config["settle_w2_weights"][0]
+    schedule = shipped_config["settle_lr_schedule"]
+    argv = ["--algorithms", "td3_bc", "--envs", "hopper", "--datasets", "medium", "--seeds", "0"]
+    argv += ["--w2_weights", "10", "--max_timesteps", "20", "--settle_steps", "10", "--jobs", "1"]
+    argv += ["--out", str(tmp_path / "out"), "--data_dir", str(data), "--n_episodes", "1"]
+    extra = ["--", "--eval_freq", "10", "--batch_size", "32", "--device", "cpu"]
+    # the study's own runs settle elsewhere than the config: not the shipped setting
+    other = ["--settle_w2_weight", str(settle_weight * 7), "--settle_lr_schedule", "constant"]
+    assert chain_study.main(argv + other + extra) == 0
+    capsys.readouterr()
+    assert chain_study.main([*argv, "--shipped", *extra]) == 1
+    out = capsys.readouterr().out
+    assert "shipped: not finished with the shipped setting: td3_bc hopper-medium-v2 seed 0" in out
+    assert not (tmp_path / "out" / "shipped").exists()
+    # settled again at the config's own weight and schedule: that copy is the shipped run
+    sweep = ["--settle_sweep", f"{settle_weight:g}", "--settle_lr_schedule", schedule]
+    assert chain_study.main(argv + sweep + extra) == 0
+    capsys.readouterr()
+    assert chain_study.main([*argv, "--shipped", *extra]) == 0
+    home = chain_study.sweep_dir(tmp_path / "out", 10, settle_weight, schedule)
+    out = capsys.readouterr().out
+    assert f"shipped: td3_bc hopper-medium-v2: seed_0 from {home.name}" in out
+    run = "td3_bc/hopper/medium-v2/seed_0/logs/eval.csv"
+    copied = (tmp_path / "out" / "shipped" / run).read_text()
+    assert copied == (home / run).read_text()
+    assert copied != (tmp_path / "out" / "w10" / run).read_text()
+    table = (tmp_path / "out" / "shipped.md").read_text()
+    assert "| td3_bc | hopper-medium-v2 | 0 | 30 |" in table
+    with pytest.raises(SystemExit):
+        chain_study.main([*argv, "--shipped", "--settle_w2_weight", "1"])
+    assert "--shipped takes each config's settle weights" in capsys.readouterr().err
