@@ -126,6 +126,8 @@ def run_command(
         cmd += ["--settle_steps", str(args.settle_steps)]
     if args.settle_lr_schedule is not None:
         cmd += ["--settle_lr_schedule", args.settle_lr_schedule]
+    if args.settle_from_predecessor:
+        cmd += ["--settle_from_predecessor", "true"]
     cmd += ["--n_episodes", str(args.n_episodes), "--no_wandb", "--quiet"]
     return cmd + ["--output_dir", str(out), *args.extra]
 
@@ -156,12 +158,14 @@ def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], in
     return datasets, runs, done
 
 
-def sweep_dir(out: Path, weight: float, settle_weight: float, schedule: str) -> Path:
-    """<out>/w10_settle0.1, or <out>/w10_settle0.1_cosine with a cosine settle schedule."""
-    return (
-        out
-        / f"w{weight:g}_settle{settle_weight:g}{'' if schedule == 'constant' else '_' + schedule}"
-    )
+def sweep_dir(
+    out: Path, weight: float, settle_weight: float, schedule: str, from_predecessor: bool = False
+) -> Path:
+    """<out>/w10_settle0.1, or <out>/w10_settle0.1_cosine with a cosine settle schedule, with
+    `_pred` when the settle phase starts from copies of actor 0 (settle_from_predecessor)."""
+    name = f"w{weight:g}_settle{settle_weight:g}"
+    name += "" if schedule == "constant" else f"_{schedule}"
+    return out / (name + ("_pred" if from_predecessor else ""))
 
 
 def plan_settle_sweep(args: argparse.Namespace) -> tuple[list[list[str]], int, list[str]]:
@@ -176,7 +180,8 @@ def plan_settle_sweep(args: argparse.Namespace) -> tuple[list[list[str]], int, l
         )
         joint_end = CheckpointStore(base / "checkpoints", keep=1).path(args.max_timesteps)
         for settle_weight in args.settle_sweep:
-            out = sweep_dir(args.out, weight, settle_weight, schedule_of(args, config))
+            schedule = schedule_of(args, config)
+            out = sweep_dir(args.out, weight, settle_weight, schedule, args.settle_from_predecessor)
             root = run_dir(PogoConfig(algorithm, env, output_dir=str(out), seed=seed))
             state = run_state(root, args.max_timesteps + settle)
             if state == "done":
@@ -331,6 +336,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="settle each finished joint phase again at these W2 weights, in <out>/w<w>_settle<s>",
     )
+    parser.add_argument(
+        "--settle_from_predecessor",
+        action="store_true",
+        help="start each settle phase from copies of actor 0 (in the sweep: <...>_pred)",
+    )
     parser.add_argument("--n_episodes", type=int, default=10)
     parser.add_argument("--dataset_size", type=int, default=100_000, help="rows of made datasets")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -348,8 +358,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.settle_sweep and args.settle_w2_weight is not None:
         parser.error("--settle_sweep makes its own copies; drop --settle_w2_weight")
     chosen = args.settle_sweep or args.settle_w2_weight is not None or args.settle_lr_schedule
+    chosen = chosen or args.settle_from_predecessor
     if args.shipped and chosen:
-        parser.error("--shipped takes each config's settle weights and schedule; drop them")
+        parser.error("--shipped takes each config's settle settings; drop the settle options")
     return args
 
 
@@ -384,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     outs = [weight_dir(args.out, w) for w in args.w2_weights]
     schedules = {schedule_of(args, config) for config, *_ in each_run(args)}
     outs += [
-        sweep_dir(args.out, w, s, schedule)
+        sweep_dir(args.out, w, s, schedule, args.settle_from_predecessor)
         for w in args.w2_weights
         for s in args.settle_sweep
         for schedule in sorted(schedules)

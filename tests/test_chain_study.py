@@ -235,4 +235,16 @@ def test_shipped_gathers_each_datasets_runs_of_its_config_settings(tiny_behavior
     assert "| td3_bc | hopper-medium-v2 | 0 | 30 |" in table
     with pytest.raises(SystemExit):
         chain_study.main([*argv, "--shipped", "--settle_w2_weight", "1"])
-    assert "--shipped takes each config's settle weights" in capsys.readouterr().err
+    assert "--shipped takes each config's settle settings" in capsys.readouterr().err
+
+
+def test_settle_from_predecessor_goes_to_every_run_and_its_own_sweep_directory(tmp_path):
+    argv = ["--settle_from_predecessor", "--settle_sweep", "100", "--settle_lr_schedule", "cosine"]
+    args = chain_study.parse_args([*argv, "--out", str(tmp_path)])
+    config = "configs/offline/pogo_multi/hopper/medium_v2_iql.yaml"
+    cmd = chain_study.run_command(args, config, tmp_path / "d.hdf5", 10, 0, tmp_path / "w10")
+    assert cmd[cmd.index("--settle_from_predecessor") + 1] == "true"
+    assert (
+        chain_study.sweep_dir(tmp_path, 10, 100, "cosine", True).name == "w10_settle100_cosine_pred"
+    )
+    assert chain_study.sweep_dir(tmp_path, 10, 100, "cosine").name == "w10_settle100_cosine"

@@ -56,6 +56,7 @@ def test_actor_configs_from_cli():
         ("num_actors: 3\nsettle_w2_weights: [1, 2, 3]\n", r"settle_w2_weights: 3 values"),
         ("settle_w2_weights: [.inf]\n", r"settle_w2_weights: must be finite and >= 0"),
         ("settle_lr_schedule: linear\n", r"settle_lr_schedule: must be one of \('constant', "),
+        ("settle_from_predecessor: true\n", r"settle_from_predecessor: needs a settle phase"),
         ("resume_step: 5\n", r"resume_step: needs --resume"),
         ("- a\n- b\n", r"must be a mapping of config keys"),
     ],

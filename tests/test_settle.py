@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from algorithms.offline import pogo_multi_main
+from algorithms.offline.config import ConfigError, parse_config
 from algorithms.offline.utils_pytorch import named_tensors
 
 
@@ -45,10 +46,15 @@ def test_settle_trains_only_the_chain_with_its_own_weights(tiny_run_args):
             assert abs(r[f"chain/loss_{i}"] - expected) < 1e-5
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_a_finished_run_settles_on_resume_as_in_one_go(tiny_run_args, tmp_path, schedule):
+@pytest.mark.parametrize(
+    "schedule, from_predecessor", [("constant", False), ("cosine", False), ("cosine", True)]
+)
+def test_a_finished_run_settles_on_resume_as_in_one_go(
+    tiny_run_args, tmp_path, schedule, from_predecessor
+):
     settle = ["--settle_steps", "10", "--settle_w2_weights", "[0.5]"]
     settle += ["--settle_lr_schedule", schedule]
+    settle += ["--settle_from_predecessor", str(from_predecessor).lower()]
     argv = tiny_run_args("td3_bc", 3, max_timesteps=20)
     one_go = pogo_multi_main.main(argv + settle + ["--output_dir", str(tmp_path / "a")])
     later = argv + ["--output_dir", str(tmp_path / "b")]
@@ -107,3 +113,39 @@ def test_resume_step_errors_name_the_key(tiny_run_args, extra, message):
     pogo_multi_main.main(argv)
     with pytest.raises(SystemExit, match=message):
         pogo_multi_main.main(argv + extra)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_settle_from_predecessor_starts_every_chain_actor_as_actor_0(tiny_run_args, vectorize):
+    argv = tiny_run_args("td3_bc", 3, max_timesteps=20, vectorize_chain=vectorize)
+    argv += ["--settle_steps", "10", "--settle_from_predecessor", "true"]
+    run = pogo_multi_main.setup(parse_config(argv))
+    for _ in range(3):  # the chain and its optimisers away from actor 0
+        batch = run.buffer.sample(32)
+        run.trainer.train(batch)
+        run.chain.update(batch[0], batch[1])
+    actor0 = _tensors(run.chain.actors[0].state_dict())
+    assert any(
+        not torch.equal(_tensors(a.state_dict())[k], actor0[k])
+        for a in run.chain.chain
+        for k in actor0
+    )
+    run.chain.start_from_predecessors()
+    for actor in run.chain.chain:
+        mine = _tensors(actor.state_dict())
+        assert all(torch.equal(mine[k], actor0[k]) for k in actor0)
+    for target, module in zip(run.chain.targets, run.chain.trainables):
+        a, b = _tensors(target.state_dict()), _tensors(module.state_dict())
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(not opt.state for opt in run.chain.optimizers)  # fresh Adam moments
+    # the first update from there: W2 is 0 (to rounding: the stack's vmapped arithmetic)
+    batch = run.buffer.sample(32)
+    log = run.chain.update(batch[0], batch[1])
+    assert abs(log["chain/w2_1"]) < 1e-12 and abs(log["chain/w2_2"]) < 1e-12
+
+
+def test_settle_from_predecessor_needs_actor_0s_architecture(tiny_run_args):
+    argv = tiny_run_args("td3_bc", 3, actor_configs='[{"type": "gaussian"}, {"type": "gaussian"}]')
+    argv += ["--settle_steps", "10", "--settle_from_predecessor", "true"]
+    with pytest.raises(ConfigError, match="settle_from_predecessor: the chain's actors must share"):
+        pogo_multi_main.setup(parse_config(argv))

@@ -109,6 +109,11 @@ class PogoConfig:
     # the chain's learning rate over those updates: constant (its initial one) or cosine (from
     # it to 0, so each link ends at its proximal point instead of jittering around it)
     settle_lr_schedule: str = "constant"
+    # start the settle phase with every actor i >= 1 a copy of actor 0 (with a fresh optimiser):
+    # each JKO step then starts at its predecessor, as a proximal step does, instead of where the
+    # joint phase left it, whose distance to actor 0 Adam does not shrink whatever the weight
+    # (docs/chain_study.md); needs the chain in actor 0's architecture
+    settle_from_predecessor: bool = False
     # actors i >= 1 as one stacked ensemble (vmap: one forward/backward, one optimiser step) when
     # they share actor 0's architecture; false: a Python loop over them (the same numbers)
     vectorize_chain: bool = True
@@ -176,6 +181,8 @@ class PogoConfig:
             raise ConfigError("settle_steps: it trains actors i >= 1, and num_actors is 1")
         if self.settle_w2_weights is not None:
             self._check_chain_weights("settle_w2_weights", n_chain)
+        if self.settle_from_predecessor and not self.settle_steps:
+            raise ConfigError("settle_from_predecessor: needs a settle phase (settle_steps > 0)")
         if self.actor_configs is not None and len(self.actor_configs) != n_chain:
             raise ConfigError(
                 f"actor_configs: {len(self.actor_configs)} entries for num_actors="

@@ -47,6 +47,7 @@ def run_dir(config: PogoConfig) -> Path:
 RESUMABLE_CHANGES = ("resume", "overwrite", "use_wandb", "max_timesteps", "device", "project")
 RESUMABLE_CHANGES += ("group", "name", "log_freq", "keep_checkpoints", "quiet")
 RESUMABLE_CHANGES += ("settle_steps", "settle_w2_weights", "settle_lr_schedule")  # settle later
+RESUMABLE_CHANGES += ("settle_from_predecessor",)
 RESUMABLE_CHANGES += ("output_dir", "resume_step")  # a moved run: the directory found is the run's
 
 
