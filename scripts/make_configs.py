@@ -207,9 +207,9 @@ STUDY_RESULTS: dict[tuple[str, str, str], str] = {
     ("td3_bc", "walker2d", "medium"): "3 seeds, anchor: actor 0 51.0, last actor 54.2 "
     "(+3.2 ± 5.6): wins; the large step: +2.5 ± 8.4",
     ("iql", "hopper", "medium"): "3 seeds, firm anchor from actor 0: actor 0 29.5, last actor "
-    "29.5 (+0.05 ± 0.1): wins by a hair: the chain stays on actor 0 (no setting gained here); the firm "
-    "anchor from where the joint phase left the chain -0.2 ± 0.2, the anchor -0.4 ± 0.3, the "
-    "large step -4.5 ± 0.6",
+    "29.5 (+0.05 ± 0.1): wins by a hair: the chain stays on actor 0 (no setting gained "
+    "here); the firm anchor from where the joint phase left the chain -0.2 ± 0.2, the anchor "
+    "-0.4 ± 0.3, the large step -4.5 ± 0.6",
     ("td3_bc", "walker2d", "medium-replay"): "3 seeds, large step: actor 0 16.6, last actor "
     "36.4 (+19.8 ± 2.3): wins; the anchor: +7.8 ± 10.2",
     ("iql", "hopper", "medium-replay"): "3 seeds, large step: actor 0 11.3, last actor 16.2 "
