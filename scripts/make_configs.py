@@ -90,6 +90,7 @@ SETTLE_CHOICE: dict[tuple[str, str, str], str] = {
     ("iql", "halfcheetah", "medium"): "large step",
     ("iql", "hopper", "medium"): "firm anchor from actor 0",
     ("iql", "hopper", "medium-replay"): "large step",
+    ("iql", "walker2d", "medium"): "large step",
     ("td3_bc", "halfcheetah", "medium"): "large step",
     ("td3_bc", "halfcheetah", "medium-replay"): "large step",
     ("td3_bc", "hopper", "medium-replay"): "large step",
@@ -214,6 +215,8 @@ STUDY_RESULTS: dict[tuple[str, str, str], str] = {
     "36.4 (+19.8 ± 2.3): wins; the anchor: +7.8 ± 10.2",
     ("iql", "hopper", "medium-replay"): "3 seeds, large step: actor 0 11.3, last actor 16.2 "
     "(+4.8 ± 1.3): wins on every seed; the anchor: -0.1 ± 0.2",
+    ("iql", "walker2d", "medium"): "3 seeds, large step: actor 0 43.6, last actor 44.2 "
+    "(+0.6 ± 14.1, seed 1 -14.9): wins on average; the anchor: -9.2 ± 11.9 (seed 1 -25.6)",
 }
 
 
