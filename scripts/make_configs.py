@@ -91,6 +91,7 @@ SETTLE_CHOICE: dict[tuple[str, str, str], str] = {
     ("iql", "hopper", "medium"): "firm anchor from actor 0",
     ("iql", "hopper", "medium-replay"): "large step",
     ("iql", "walker2d", "medium"): "large step",
+    ("iql", "walker2d", "medium-replay"): "large step",
     ("td3_bc", "halfcheetah", "medium"): "large step",
     ("td3_bc", "halfcheetah", "medium-replay"): "large step",
     ("td3_bc", "hopper", "medium-replay"): "large step",
@@ -217,6 +218,8 @@ STUDY_RESULTS: dict[tuple[str, str, str], str] = {
     "(+4.8 ± 1.3): wins on every seed; the anchor: -0.1 ± 0.2",
     ("iql", "walker2d", "medium"): "3 seeds, large step: actor 0 43.6, last actor 44.2 "
     "(+0.6 ± 14.1, seed 1 -14.9): wins on average; the anchor: -9.2 ± 11.9 (seed 1 -25.6)",
+    ("iql", "walker2d", "medium-replay"): "3 seeds, large step: actor 0 26.9, last actor 46.1 "
+    "(+19.2 ± 14.0; seeds +30.6, +27.5, -0.5): wins; the anchor: -2.2 ± 7.9",
 }
 
 
