@@ -85,7 +85,7 @@ FIRM_ANCHOR_FROM_ACTOR_0: dict[str, Any] = {**FIRM_ANCHOR, "settle_from_predeces
 #: each dataset's settle setting where it is not the anchor, chosen per dataset (as the published
 #: chain results chose w): the setting with the best mean over the study's 3 seeds of (last actor
 #: - actor 0); on halfcheetah-medium, where the anchor ran on seed 0 only, the large step, which
-#: won on every seed. The firm anchor was run only where neither other setting passed.
+#: won on every seed. The firm anchors ran only on IQL hopper-medium, where no other setting passed.
 SETTLE_CHOICE: dict[tuple[str, str, str], str] = {
     ("iql", "halfcheetah", "medium"): "large step",
     ("iql", "hopper", "medium"): "firm anchor from actor 0",
