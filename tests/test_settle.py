@@ -147,5 +147,5 @@ def test_settle_from_predecessor_starts_every_chain_actor_as_actor_0(tiny_run_ar
 def test_settle_from_predecessor_needs_actor_0s_architecture(tiny_run_args):
     argv = tiny_run_args("td3_bc", 3, actor_configs='[{"type": "gaussian"}, {"type": "gaussian"}]')
     argv += ["--settle_steps", "10", "--settle_from_predecessor", "true"]
-    with pytest.raises(ConfigError, match="settle_from_predecessor: the chain's actors must share"):
-        pogo_multi_main.setup(parse_config(argv))
+    with pytest.raises(ConfigError, match="settle_from_predecessor: the chain starts as copies"):
+        parse_config(argv)

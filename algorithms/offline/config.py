@@ -112,7 +112,7 @@ class PogoConfig:
     # start the settle phase with every actor i >= 1 a copy of actor 0 (with a fresh optimiser):
     # each JKO step then starts at its predecessor, as a proximal step does, instead of where the
     # joint phase left it, whose distance to actor 0 Adam does not shrink whatever the weight
-    # (docs/chain_study.md); needs the chain in actor 0's architecture
+    # (docs/chain_study.md); the chain then has actor 0's architecture (no actor_configs)
     settle_from_predecessor: bool = False
     # actors i >= 1 as one stacked ensemble (vmap: one forward/backward, one optimiser step) when
     # they share actor 0's architecture; false: a Python loop over them (the same numbers)
@@ -183,6 +183,11 @@ class PogoConfig:
             self._check_chain_weights("settle_w2_weights", n_chain)
         if self.settle_from_predecessor and not self.settle_steps:
             raise ConfigError("settle_from_predecessor: needs a settle phase (settle_steps > 0)")
+        if self.settle_from_predecessor and self.actor_configs is not None:
+            raise ConfigError(
+                "settle_from_predecessor: the chain starts as copies of actor 0, so it takes "
+                "actor 0's architecture; drop actor_configs"
+            )
         if self.actor_configs is not None and len(self.actor_configs) != n_chain:
             raise ConfigError(
                 f"actor_configs: {len(self.actor_configs)} entries for num_actors="

@@ -13,8 +13,7 @@
   This is one JKO step per update: pi_i is the proximal point of the energy from pi_{i-1}.
 * With `settle_steps`, after `max_timesteps` the chain trains on alone: actor 0 and the
   critics are frozen, so each link solves its JKO step from a fixed predecessor instead of
-  tracking a moving one (`settle_w2_weights` can make that step larger;
-  `settle_from_predecessor` starts each link's step at a copy of actor 0).
+  tracking a moving one (`settle_w2_weights`: its size; `settle_from_predecessor`: from actor 0).
 * `num_actors: 1` is the base algorithm, number for number.
 
 Run: python -m algorithms.offline.pogo_multi_main --config_path configs/offline/pogo_multi/...yaml
@@ -122,11 +121,6 @@ class ActorChain:
         self.optimizers = [opt for opt, _ in optimizers]
         self.schedulers = [sched for _, sched in optimizers]
         self.params = [p for m in trainables for p in m.parameters()]
-        if config.settle_from_predecessor and not same_architecture(self.actors):
-            raise ConfigError(
-                "settle_from_predecessor: the chain's actors must share actor 0's architecture "
-                "to start as its copy (drop actor_configs or set it false)"
-            )
 
     def update(self, states: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
         """One JKO step for every actor i >= 1 on the same batch: states [B, S], actions [B, A].
@@ -168,8 +162,7 @@ class ActorChain:
 
     def start_from_predecessors(self) -> None:
         """Every actor i >= 1 (and its Polyak target) becomes a copy of actor 0, with fresh
-        optimiser moments: the settle phase's JKO steps then start at their predecessors (the
-        predecessor of actor i >= 2 is actor i-1, itself a copy of actor 0 at this point)."""
+        optimiser moments: each settle JKO step then starts at its predecessor."""
         with torch.no_grad():
             for actor in self.chain:  # in the stacked ensemble these write into its stack
                 for mine, source in zip(actor.parameters(), self.actors[0].parameters()):
