@@ -47,7 +47,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from algorithms.offline.config import ALGORITHMS, PogoConfig, load_algorithm, parse_config  # noqa: E402
+from algorithms.offline.config import (  # noqa: E402
+    ALGORITHMS,
+    PogoConfig,
+    load_algorithm,
+    parse_config,
+)
 from algorithms.offline.envs import ENV_IDS, parse_d4rl_name  # noqa: E402
 from algorithms.offline.make_dataset import MAKEABLE_KINDS  # noqa: E402
 from algorithms.offline.run_io import (  # noqa: E402
@@ -253,8 +258,8 @@ def shipped_runs(args: argparse.Namespace) -> tuple[dict[tuple[str, str], list[P
     missing from a run's record is older than the run: it ran with the key's default."""
     found, missing = {}, []
     homes = [d for d in sorted(args.out.glob("*/")) if d.name not in ("logs", "shipped")]
-    plan = {(c, p, a, e, s): None for c, p, a, e, _, s in each_run(args)}  # one per w2 weight
-    for config, path, algorithm, env, seed in plan:
+    planned = {(c, p, a, e, s): None for c, p, a, e, _, s in each_run(args)}  # one per w2 weight
+    for config, path, algorithm, env, seed in planned:
         key = (algorithm, env)
         default = dataclasses.asdict(load_algorithm(algorithm).Config())
         argv = ["--config_path", config, "--seed", str(seed), "--dataset_path", str(path)]
@@ -266,9 +271,9 @@ def shipped_runs(args: argparse.Namespace) -> tuple[dict[tuple[str, str], list[P
             for k, v in dataclasses.asdict(parse_config(argv + args.extra)).items()
             if k not in BOOKKEEPING and v is not None
         }
+        length = wanted["max_timesteps"] + wanted["settle_steps"]
         for home in homes:
             root = run_dir(PogoConfig(algorithm, env, output_dir=str(home), seed=seed))
-            length = wanted["max_timesteps"] + wanted["settle_steps"]
             if run_state(root, length) != "done":
                 continue
             recorded = yaml.safe_load((root / "logs" / "config.yaml").read_text())
