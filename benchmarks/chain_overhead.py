@@ -35,10 +35,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from algorithms.datasets.d4rl import write_hdf5  # noqa: E402
+from algorithms.datasets.make_dataset import make_synthetic_dataset  # noqa: E402
 from algorithms.offline import pogo_multi_main  # noqa: E402
 from algorithms.offline.config import parse_config  # noqa: E402
-from algorithms.offline.data import write_hdf5  # noqa: E402
-from algorithms.offline.make_dataset import make_synthetic_dataset  # noqa: E402
 
 ALGORITHMS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
 # IQL cases the targets are stated for: (chain actor type, extra overrides)

@@ -47,14 +47,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from algorithms.datasets.envs import ENV_IDS, parse_d4rl_name  # noqa: E402
+from algorithms.datasets.make_dataset import MAKEABLE_KINDS  # noqa: E402
 from algorithms.offline.config import (  # noqa: E402
     ALGORITHMS,
     PogoConfig,
     load_algorithm,
     parse_config,
 )
-from algorithms.offline.envs import ENV_IDS, parse_d4rl_name  # noqa: E402
-from algorithms.offline.make_dataset import MAKEABLE_KINDS  # noqa: E402
 from algorithms.offline.run_io import (  # noqa: E402
     EXIT_STOPPED,
     RESUMABLE_CHANGES,
@@ -145,7 +145,7 @@ def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], in
             path = dataset_file(args.data_dir, env, dataset)
             if not path.is_file():
                 datasets.append(
-                    [sys.executable, "-m", "algorithms.offline.make_dataset"]
+                    [sys.executable, "-m", "algorithms.datasets.make_dataset"]
                     + ["--env", f"{env}-{dataset}-v2", "--size", str(args.dataset_size)]
                     + ["--seed", "0", "--out", str(path)]
                 )

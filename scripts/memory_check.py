@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from algorithms.offline.data import write_hdf5  # noqa: E402
-from algorithms.offline.make_dataset import make_synthetic_dataset  # noqa: E402
+from algorithms.datasets.d4rl import write_hdf5  # noqa: E402
+from algorithms.datasets.make_dataset import make_synthetic_dataset  # noqa: E402
 
 
 def rss_mib(pid: int, field: str = "VmRSS:") -> float:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.offline import behavior_policy  # trains with stable-baselines3 (CI installs it)
+from algorithms.datasets import behavior_policy  # trains with stable-baselines3 (CI installs it)
 
 torch.set_num_threads(1)
 

@@ -17,8 +17,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import chain_study  # noqa: E402
 
+from algorithms.datasets.make_dataset import main as make_dataset_main  # noqa: E402
 from algorithms.offline import pogo_multi_main  # noqa: E402
-from algorithms.offline.make_dataset import main as make_dataset_main  # noqa: E402
 from algorithms.offline.run_io import EXIT_STOPPED  # noqa: E402
 
 

@@ -10,29 +10,29 @@ import h5py
 import numpy as np
 import pytest
 
-from algorithms.offline import data as data_mod
-from algorithms.offline.data import (
+from algorithms.datasets import d4rl as data_mod
+from algorithms.datasets.d4rl import (
     D4RL_URL_ROOT,
     DatasetError,
     check_dims,
     compute_mean_std,
     find_d4rl_file,
-    load_dataset,
     load_hdf5,
     modify_reward,
     normalize_states,
     qlearning_dataset,
     return_reward_range,
 )
-from algorithms.offline.envs import (
+from algorithms.datasets.envs import (
     D4RLName,
     eval_env_id,
     make_env,
     normalized_score,
     parse_d4rl_name,
 )
-from algorithms.offline.make_dataset import main as make_dataset_main
-from algorithms.offline.make_dataset import make_random_dataset
+from algorithms.datasets.make_dataset import main as make_dataset_main
+from algorithms.datasets.make_dataset import make_random_dataset
+from algorithms.datasets.training_data import load_dataset
 
 
 def tiny_raw(n: int = 8) -> dict[str, np.ndarray]:

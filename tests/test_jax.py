@@ -19,10 +19,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from algorithms.datasets.d4rl import qlearning_dataset  # noqa: E402
 from algorithms.offline import pogo_multi_jax, pogo_multi_main, results, w2  # noqa: E402
 from algorithms.offline import utils_jax as uj  # noqa: E402
 from algorithms.offline.config import parse_config  # noqa: E402
-from algorithms.offline.data import qlearning_dataset  # noqa: E402
 from algorithms.offline.pogo_policies_jax import DeterministicActor, OneStepPolicy  # noqa: E402
 from algorithms.offline.run_io import EVAL_COLUMNS  # noqa: E402
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.offline import behavior_policy, minari_io, pogo_multi_main
-from algorithms.offline.behavior_policy import (
+from algorithms.datasets import behavior_policy, minari_io
+from algorithms.datasets.behavior_policy import (
     ACTORS_DIR,
     BehaviorPolicyError,
     available_levels,
@@ -19,20 +19,22 @@ from algorithms.offline.behavior_policy import (
     rollout_returns,
     sb3_to_actor,
 )
-from algorithms.offline.config import ConfigError, parse_config
-from algorithms.offline.data import DatasetError, load_dataset, load_hdf5, write_hdf5
-from algorithms.offline.envs import ENV_IDS, make_env
-from algorithms.offline.make_dataset import (
+from algorithms.datasets.d4rl import DatasetError, load_hdf5, write_hdf5
+from algorithms.datasets.envs import ENV_IDS, make_env
+from algorithms.datasets.make_dataset import (
     actor_policy,
     episode_returns,
     make_dataset,
     rollout,
 )
-from algorithms.offline.make_dataset import main as make_dataset_main
+from algorithms.datasets.make_dataset import main as make_dataset_main
+from algorithms.datasets.training_data import load_dataset
+from algorithms.offline import pogo_multi_main
+from algorithms.offline.config import ConfigError, parse_config
 
 from .test_data import hopper_unhealthy
 
-# Families whose medium actor ships in algorithms/offline/behavior_actors/ (what the README says).
+# Families whose medium actor ships in algorithms/datasets/behavior_actors/ (what the README says).
 SHIPPED_MEDIUM = ("halfcheetah", "hopper", "walker2d")
 
 
@@ -69,7 +71,7 @@ def test_shipped_medium_actor_is_far_better_than_random_on_a_short_episode(famil
 def test_missing_level_names_the_file_and_the_training_command(tmp_path: Path) -> None:
     with pytest.raises(BehaviorPolicyError, match="no expert behaviour actor for hopper") as e:
         load_behavior_actor("hopper", "expert", actors_dir=tmp_path)
-    assert "python -m algorithms.offline.behavior_policy --env hopper" in str(e.value)
+    assert "python -m algorithms.datasets.behavior_policy --env hopper" in str(e.value)
 
 
 def test_sb3_actor_converts_exactly() -> None:

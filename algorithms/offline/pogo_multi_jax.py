@@ -37,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from algorithms.datasets.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
+from algorithms.datasets.training_data import load_data
 from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
-from algorithms.offline.data import load_data
-from algorithms.offline.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.offline.run_io import (
     RunLogger,
     check_run_dir,

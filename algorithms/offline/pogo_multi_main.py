@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from algorithms.datasets.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
+from algorithms.datasets.training_data import load_data
 from algorithms.networks.actors import BaseActor, build_actor
 from algorithms.networks.ensemble import PairCall, StackedModules, same_architecture
 from algorithms.networks.policy_call import sample_K_actions
 from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
-from algorithms.offline.data import load_data
-from algorithms.offline.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.offline.interface import Trainer
 from algorithms.offline.run_io import (
     EXIT_STOPPED,

@@ -21,8 +21,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from algorithms.datasets.envs import parse_d4rl_name
 from algorithms.offline.config import ConfigError, PogoConfig, dump_config
-from algorithms.offline.envs import parse_d4rl_name
 
 EVAL_COLUMNS = (
     "step",

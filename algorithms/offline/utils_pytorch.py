@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from algorithms.datasets.envs import make_env
 from algorithms.networks.adapters import ActorAPI
 from algorithms.networks.policy_call import act_for_eval
-from algorithms.offline.envs import make_env
 
 
 def set_seed(seed: int) -> None:

@@ -5,7 +5,7 @@ files keep rows of transitions with ``terminals`` / ``timeouts`` marking episode
 directions convert between the two, so a Minari dataset trains through the same buffer as a D4RL
 file. Nothing is downloaded: ``minari_id`` must already be under ``$MINARI_DATASETS_PATH``.
 
-Export: ``python -m algorithms.offline.minari_io --dataset data/hopper_medium-v2.hdf5
+Export: ``python -m algorithms.datasets.minari_io --dataset data/hopper_medium-v2.hdf5
 --env hopper-medium-v2 --minari_id local/hopper/medium-v0``.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from algorithms.offline.data import DatasetError, load_hdf5
-from algorithms.offline.envs import ENV_IDS, REF_RETURNS, make_env, parse_d4rl_name
+from algorithms.datasets.d4rl import DatasetError, load_hdf5
+from algorithms.datasets.envs import ENV_IDS, REF_RETURNS, make_env, parse_d4rl_name
 
 
 def minari_root() -> Path:
@@ -50,7 +50,7 @@ def load_minari(minari_id: str) -> dict[str, np.ndarray]:
         raise DatasetError(
             f"minari_id: {minari_id!r} is not installed under {minari_root()} (local: {have}); "
             f"no download is tried offline: copy it there, or export a local file with "
-            f"python -m algorithms.offline.minari_io"
+            f"python -m algorithms.datasets.minari_io"
         )
     dataset = minari.load_dataset(minari_id, download=False)
     keys = ("obs", "next", "act", "rew", "term", "cut")
@@ -157,7 +157,7 @@ def export_minari(dataset_path: str | Path, env_name: str, minari_id: str) -> An
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m algorithms.offline.minari_io",
+        prog="python -m algorithms.datasets.minari_io",
         description="Export a D4RL-layout HDF5 file as a local Minari dataset.",
     )
     parser.add_argument("--dataset", required=True, help="D4RL-layout HDF5 file")

@@ -4,7 +4,7 @@ D4RL made its ``medium`` data with a SAC policy at about a third of expert perfo
 ``medium-replay`` data from that agent's replay buffer. This module does the same here, with
 stable-baselines3's SAC on gymnasium's MuJoCo envs (``requirements/requirements_behavior.txt``):
 
-    python -m algorithms.offline.behavior_policy --env hopper --seed 0
+    python -m algorithms.datasets.behavior_policy --env hopper --seed 0
 
 It evaluates the stochastic policy every ``--eval_freq`` steps. The first policy whose mean return
 reaches ``--medium_fraction`` of D4RL's expert reference return is the **medium** actor, and the
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from algorithms.datasets.d4rl import write_hdf5
+from algorithms.datasets.envs import ENV_IDS, REF_RETURNS, make_env, normalized_score
 from algorithms.networks.actors import TanhGaussianMLP
-from algorithms.offline.data import write_hdf5
-from algorithms.offline.envs import ENV_IDS, REF_RETURNS, make_env, normalized_score
 
 # Shipped actors: <family>_<level>.pt (state dict) and <family>_<level>.json (how it was made).
 ACTORS_DIR = Path(__file__).resolve().parent / "behavior_actors"
@@ -68,7 +68,7 @@ def load_behavior_actor(
         have = ", ".join(available_levels(family, actors_dir)) or "none"
         raise BehaviorPolicyError(
             f"no {level} behaviour actor for {family} ({weights} missing; shipped levels: {have}); "
-            f"train one with: python -m algorithms.offline.behavior_policy --env {family}"
+            f"train one with: python -m algorithms.datasets.behavior_policy --env {family}"
         )
     record = json.loads(record_file.read_text())
     arch = record["architecture"]
@@ -263,7 +263,7 @@ def train(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m algorithms.offline.behavior_policy",
+        prog="python -m algorithms.datasets.behavior_policy",
         description="Train SB3 SAC online and save medium (and expert) behaviour actors.",
     )
     parser.add_argument("--env", required=True, choices=sorted(ENV_IDS), help="D4RL family")

@@ -12,22 +12,19 @@ import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
 
-from algorithms.offline.envs import parse_d4rl_name
-
-if TYPE_CHECKING:  # for the annotation only
-    from algorithms.offline.config import PogoConfig
+from algorithms.datasets.envs import parse_d4rl_name
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 OPTIONAL_KEYS = ("next_observations",)
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
 D4RL_URL_ROOT = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2"
 DOWNLOAD_TIMEOUT_S = 10.0
-MAKE_HINT = "python -m algorithms.offline.make_dataset --env hopper-random-v2 --out FILE"
+MAKE_HINT = "python -m algorithms.datasets.make_dataset --env hopper-random-v2 --out FILE"
 
 
 class DatasetError(ValueError):
@@ -50,7 +47,7 @@ def load_hdf5(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raw = {k: v[()] for k, v in f.items() if isinstance(v, h5py.Dataset)}
     except OSError as e:
         raise DatasetError(f"{path} is not a readable HDF5 file ({e})") from e
-    _check_raw(raw, str(path))
+    check_raw(raw, str(path))
     return raw
 
 
@@ -72,7 +69,7 @@ def write_hdf5(path: str | os.PathLike, data: dict[str, np.ndarray], attrs: dict
         raise
 
 
-def _check_raw(raw: dict[str, np.ndarray], source: str) -> None:
+def check_raw(raw: dict[str, np.ndarray], source: str) -> None:
     """Validate keys, shapes and values in place (flattening [N, 1] columns to [N])."""
     missing = [k for k in D4RL_KEYS if k not in raw]
     if missing:
@@ -293,42 +290,5 @@ def find_d4rl_file(env_name: str, download: bool = True) -> Path:
         f"D4RL file {name.file_name} for {env_name} not found in {searched} ({reason}); "
         f"download {url} into {dirs[0]} (or set D4RL_DATASET_DIR), or set dataset_path: in the "
         f"config to a D4RL-layout HDF5 file, or make one here with "
-        f"python -m algorithms.offline.make_dataset --env {name.name} --out FILE"
+        f"python -m algorithms.datasets.make_dataset --env {name.name} --out FILE"
     )
-
-
-def load_dataset(
-    env_name: str, dataset_path: str | None = None, minari_id: str | None = None
-) -> dict[str, np.ndarray]:
-    """The qlearning transitions of a run: from a file, a local Minari dataset, or D4RL's files."""
-    if minari_id is not None:
-        from algorithms.offline.minari_io import load_minari  # minari is imported only when used
-
-        raw = load_minari(minari_id)
-        _check_raw(raw, f"minari_id {minari_id}")
-        return qlearning_dataset(raw)
-    path = Path(dataset_path) if dataset_path else find_d4rl_file(env_name)
-    return qlearning_dataset(load_hdf5(path))
-
-
-def load_data(config: PogoConfig, obs_dim: int, action_dim: int, env_id: str):
-    """The training set of a run (made first with `make_dataset_size`, checked against the
-    environment, states normalised), and the state statistics evaluation needs."""
-    from algorithms.offline.make_dataset import ensure_dataset  # it imports this module
-
-    if config.make_dataset_size is not None:
-        ensure_dataset(
-            config.env, config.dataset_path, config.make_dataset_size, config.make_dataset_seed
-        )
-    dataset = load_dataset(config.env, config.dataset_path, config.minari_id)
-    source = config.dataset_path or config.minari_id or config.env
-    check_dims(dataset, obs_dim, action_dim, source, env_id)
-    if config.normalize_reward:
-        modify_reward(dataset, config.env)
-    if config.normalize:
-        mean, std = compute_mean_std(dataset["observations"], eps=1e-3)
-    else:
-        mean, std = np.zeros(obs_dim), np.ones(obs_dim)
-    for key in ("observations", "next_observations"):
-        dataset[key] = normalize_states(dataset[key], mean, std)
-    return dataset, mean, std

@@ -1,6 +1,6 @@
 """Make a D4RL-layout dataset from a real gymnasium MuJoCo env, so everything runs without D4RL.
 
-Usage: ``python -m algorithms.offline.make_dataset --env hopper-medium-v2 --size 100000 --seed 0
+Usage: ``python -m algorithms.datasets.make_dataset --env hopper-medium-v2 --size 100000 --seed 0
 --out data/hopper_medium-v2.hdf5``. The D4RL-style name picks the env and the kind, made as D4RL
 made them: ``random`` (uniform actions), ``medium`` / ``expert`` (a shipped behaviour actor's
 sampled actions, see ``behavior_policy``), ``medium-expert`` (half medium, then half expert) and
@@ -23,16 +23,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from algorithms.networks.actors import BaseActor
-from algorithms.offline.behavior_policy import (
+from algorithms.datasets.behavior_policy import (
     ACTORS_DIR,
     DEFAULT_REPLAY_DIR,
     BehaviorPolicyError,
     load_behavior_actor,
     replay_path,
 )
-from algorithms.offline.data import DatasetError, load_hdf5, write_hdf5
-from algorithms.offline.envs import ENV_IDS, make_env, parse_d4rl_name
+from algorithms.datasets.d4rl import DatasetError, load_hdf5, write_hdf5
+from algorithms.datasets.envs import ENV_IDS, make_env, parse_d4rl_name
+from algorithms.networks.actors import BaseActor
 
 MAX_EPISODE_STEPS = 1000  # D4RL's and gymnasium's time limit for the locomotion envs
 MAKEABLE_KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -158,7 +158,7 @@ def make_replay_dataset(
     if not path.is_file():
         raise BehaviorPolicyError(
             f"medium-replay needs the behaviour agent's replay buffer {path}, which is made by "
-            f"training it: python -m algorithms.offline.behavior_policy --env {family} "
+            f"training it: python -m algorithms.datasets.behavior_policy --env {family} "
             f"--stop_after medium --replay_dir {replay_dir}"
         )
     raw = load_hdf5(path)
@@ -227,7 +227,7 @@ def dataset_attrs(
         "policy": policy,
         "seed": seed,
         "size": size,
-        "made_by": "algorithms.offline.make_dataset",
+        "made_by": "algorithms.datasets.make_dataset",
         "gymnasium_version": gymnasium.__version__,
         "mujoco_version": mujoco.__version__,
     }
@@ -267,7 +267,7 @@ def ensure_dataset(env_name: str, path: str | Path, size: int, seed: int) -> Non
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m algorithms.offline.make_dataset",
+        prog="python -m algorithms.datasets.make_dataset",
         description="Make a D4RL-layout HDF5 dataset from a gymnasium MuJoCo env.",
     )
     kinds = ", ".join(MAKEABLE_KINDS)
