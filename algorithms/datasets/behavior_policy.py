@@ -29,6 +29,7 @@ import torch
 
 from algorithms.datasets.d4rl import write_hdf5
 from algorithms.datasets.envs import ENV_IDS, REF_RETURNS, make_env, normalized_score
+from algorithms.errors import BehaviorPolicyError
 from algorithms.networks.actors import TanhGaussianMLP
 
 # Shipped actors: <family>_<level>.pt (state dict) and <family>_<level>.json (how it was made).
@@ -40,10 +41,6 @@ SB3_LOG_STD_MIN = -20.0  # SB3's SAC clamps the log-std to [-20, 2]; the loaded 
 SB3_LOG_STD_MAX = 2.0
 HIDDEN_DIM, N_HIDDEN = 256, 2  # SB3's default SAC actor for continuous control
 INSTALL_HINT = "pip install -r requirements/requirements_behavior.txt"
-
-
-class BehaviorPolicyError(ValueError):
-    """A missing or inconsistent shipped actor / replay buffer (one line, naming the file)."""
 
 
 def actor_paths(family: str, level: str, actors_dir: Path = ACTORS_DIR) -> tuple[Path, Path]:

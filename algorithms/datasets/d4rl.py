@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from algorithms.datasets.envs import parse_d4rl_name
+from algorithms.errors import DatasetError
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 OPTIONAL_KEYS = ("next_observations",)
@@ -25,10 +26,6 @@ FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
 D4RL_URL_ROOT = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2"
 DOWNLOAD_TIMEOUT_S = 10.0
 MAKE_HINT = "python -m algorithms.datasets.make_dataset --env hopper-random-v2 --out FILE"
-
-
-class DatasetError(ValueError):
-    """Any problem with a dataset's file or contents (one line, naming the file and key)."""
 
 
 # --------------------------------------------------------------------------------------------

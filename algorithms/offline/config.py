@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional  # pyrallis decodes typing forms on
 import pyrallis
 import yaml
 
+from algorithms.errors import ConfigError
 from algorithms.networks.policy_call import EVAL_MODES
 from algorithms.offline.w2 import W2_METHODS
 
@@ -35,10 +36,6 @@ CLI_FLAGS = {
     "--resume": ("resume", True),
     "--quiet": ("quiet", True),
 }
-
-
-class ConfigError(ValueError):
-    """A bad config file, key or value; the message names the key."""
 
 
 @dataclass

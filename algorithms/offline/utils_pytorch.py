@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from algorithms.datasets.envs import make_env
+from algorithms.errors import NonFiniteError
 from algorithms.networks.adapters import ActorAPI
 from algorithms.networks.policy_call import act_for_eval
 
@@ -42,10 +43,6 @@ def set_rng_state(state: dict, device: str) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.device(device).type == "cuda":
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class NonFiniteError(RuntimeError):
-    """A NaN/Inf loss or parameter: the run stops instead of training on it."""
 
 
 def _resume_hint(last_good: Path | None) -> str:
