@@ -72,8 +72,8 @@ def test_vectorized_noisy_terms_match_the_loop_on_average(algorithm, extra, tiny
                 p.add_(0.05 * torch.randn_like(p))
     states, actions = run.buffer.sample(64)[:2]
     draws = 200
-    vec = torch.stack([torch.stack(chain._terms_vectorized(states, actions)) for _ in range(draws)])
-    loop = torch.stack([torch.stack(chain._terms_loop(states, actions)) for _ in range(draws)])
+    vec = torch.stack([torch.stack(chain.terms_vectorized(states, actions)) for _ in range(draws)])
+    loop = torch.stack([torch.stack(chain.terms(states, actions)) for _ in range(draws)])
     vec, loop = vec.detach(), loop.detach()  # [draws, 2 (energy, w2), E]
     assert (loop[:, 1] > 1e-4).all()
     spread = (vec.std(0) + loop.std(0)) / draws**0.5
@@ -133,7 +133,8 @@ def test_each_actor_network_runs_once_per_chain_update(vectorize, tiny_run_args)
     chain = run.chain
     nets = [a.net for a in chain.actors]
     if vectorize:  # the members run through the ensemble's functional modules
-        nets += [chain.features.actor.net, chain.pair.actor.net, chain.pair.previous.net]
+        links = chain.stacked_links
+        nets += [links.outputs.actor.net, links.pair.actor.net, links.pair.previous.net]
     calls = [0] * len(nets)
     for k, net in enumerate(nets):
         net.register_forward_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
@@ -155,3 +156,35 @@ def test_chain_with_actor_dropout_trains_in_both_layouts(vectorize, tiny_run_arg
     assert all(torch.isfinite(torch.tensor(last[f"chain/loss_{i}"])) for i in (1, 2))
     start = run.trainer.actor.state_dict()
     assert any(not torch.equal(v, start[k]) for k, v in run.chain.actors[2].state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"tanh_mean": False}, {"log_std_max": 0.5}, {"log_std_min": -1.0}, {"dropout": 0.1}],
+)
+def test_same_architecture_compares_every_setting_of_the_forward(setting):
+    torch.manual_seed(0)
+    assert same_architecture([GaussianMLP(5, 2), GaussianMLP(5, 2)])
+    assert not same_architecture([GaussianMLP(5, 2), GaussianMLP(5, 2, **setting)])
+    assert not same_architecture([GaussianMLP(5, 2), GaussianMLP(5, 2, max_action=2.0)])
+
+
+def test_a_chain_whose_settings_differ_from_actor_0_trains_with_its_own(tiny_run_args):
+    """IQL's actor 0 squashes its mean (tanh_mean); chain actors that do not have the same
+    parameters. The chain must run as the loop, so link 1's W2^2 is the closed form between the
+    actors as they are: the unsquashed mean of actor 1 against actor 0's squashed one."""
+    argv = tiny_run_args(
+        "iql", 3, actor_configs='[{"type": "gaussian", "tanh_mean": false}, {"type": "gaussian"}]'
+    )
+    run = pogo_multi_main.setup(parse_config(argv))
+    assert not run.chain.vectorized
+    states, actions = run.buffer.sample(32)[:2]
+    actor0, actor1 = run.chain.actors[:2]
+    with torch.no_grad():
+        mean1, std1 = actor1.get_mean_std(states)
+        mean0, std0 = actor0.get_mean_std(states)
+        expected = (((mean1 - mean0) ** 2).sum(-1) + ((std1 - std0) ** 2).sum(-1)).mean()
+        squashed = ((torch.tanh(mean1) - mean0) ** 2).sum(-1) + ((std1 - std0) ** 2).sum(-1)
+    assert not torch.allclose(squashed.mean(), expected)  # the settings change the number
+    log = run.chain.update(states, actions)
+    assert log["chain/w2_1"] == pytest.approx(expected.item(), rel=1e-6)

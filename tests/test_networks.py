@@ -149,32 +149,33 @@ def test_init_module_weights_scales_the_last_layer_and_zeros_biases():
 
 
 @pytest.mark.parametrize("cls", ACTORS)
-def test_forward_once_shares_the_network_and_keeps_values_and_gradients(cls):
-    """Inside `forward_once` an energy-like and a W2-like term read one forward of the network;
-    the loss and every parameter's gradient equal those of separate forwards."""
+def test_at_states_shares_the_network_and_keeps_values_and_gradients(cls):
+    """`at_states` with the network's output: an energy-like and a W2-like term read that one
+    forward; the loss and every parameter's gradient equal those of separate forwards, and
+    other states still run the network."""
     torch.manual_seed(0)
     actor = cls(S, A, hidden_dim=16)
     states, noise = torch.randn(B, S), torch.randn(B, K, actor.noise_dim)
 
-    def loss() -> torch.Tensor:
+    def loss(policy) -> torch.Tensor:
         torch.manual_seed(1)  # the same sample for get_action's stochastic actors
         return (
-            get_action(actor, states).sum() + (actor.actions_from_noise(states, noise) ** 2).sum()
+            get_action(policy, states).sum() + (policy.actions_from_noise(states, noise) ** 2).sum()
         )
 
-    plain = loss()
+    plain = loss(actor)
     plain_grads = torch.autograd.grad(plain, list(actor.parameters()))
     calls = []
     hook = actor.net.register_forward_hook(lambda *_: calls.append(1))
-    with actor.forward_once():
-        shared = loss()
-        with torch.no_grad():  # a no-grad call never hands its output to a loss
-            actor.mean_actions(states)
+    view = actor.at_states(states, actor.network_output(states))
+    shared = loss(view)
+    view.mean_actions(states.clone())  # another tensor: the network runs
     hook.remove()
     shared_grads = torch.autograd.grad(shared, list(actor.parameters()))
-    # StochasticMLP feeds (states, noise) to its network: nothing to share
+    # StochasticMLP feeds (states, noise) to its network: nothing to share, `at_states` is itself
     expected_calls = 3 if cls is StochasticMLP else 2
-    assert len(calls) == expected_calls and actor._memo is None
+    assert len(calls) == expected_calls
+    assert (view is actor) == (cls is StochasticMLP) and actor._known_output is None
     assert torch.allclose(shared, plain, rtol=1e-6)
     for g_shared, g_plain in zip(shared_grads, plain_grads):
         assert torch.allclose(g_shared, g_plain, rtol=1e-5, atol=1e-7)

@@ -8,8 +8,7 @@ policies through the same noise.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import copy
 
 import numpy as np
 import torch
@@ -35,6 +34,8 @@ class BaseActor(nn.Module):
     type_name: str = ""
     #: `net` reads the states alone, so one forward at the batch's states serves every method
     net_reads_states: bool = True
+    #: (states, the network's output at them) in a copy made by `at_states`; None otherwise
+    _known_output: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __init__(
         self,
@@ -50,44 +51,32 @@ class BaseActor(nn.Module):
         self.max_action = float(max_action)
         self.hidden_dim = hidden_dim
         self.n_hidden = n_hidden
-        self._memo: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _net(self, inputs: torch.Tensor) -> torch.Tensor:
-        """`self.net(inputs)`, once per inputs tensor inside `forward_once`."""
-        if self._memo is None:
-            return self.net(inputs)
-        key = (id(inputs), torch.is_grad_enabled())  # a no-grad output must not serve a loss
-        hit = self._memo.get(key)
-        if hit is None:  # the inputs stay referenced, so their id cannot be reused meanwhile
-            hit = self._memo[key] = (inputs, self.net(inputs))
-        return hit[1]
+        """The network at the inputs; a copy made by `at_states` reads its known output instead."""
+        if self._known_output is not None and inputs is self._known_output[0]:
+            return self._known_output[1]
+        return self.net(inputs)
 
-    @contextlib.contextmanager
-    def forward_once(
-        self, states: torch.Tensor | None = None, known: torch.Tensor | None = None
-    ) -> Iterator[None]:
-        """Inside the block the network runs once per states tensor, whichever methods ask.
+    def network_output(self, states: torch.Tensor) -> torch.Tensor | None:
+        """The network's output at the states, [B, S] -> [B, O], from which every method of the
+        actor derives its actions; None when the network reads noise as well (one per draw)."""
+        return self.net(states) if self.net_reads_states else None
 
-        A chain link's energy and its W2 read the same actor at the same states: sharing that
-        forward (and so its backward) saves one actor forward and backward per link. `known`,
-        the network's output at `states` computed elsewhere, is used instead of running it: the
-        chain hands actor i-1's own output (detached) to link i, where actor i-1 is the
-        predecessor. The values are those of separate calls, except that dropout draws one mask.
+    def at_states(self, states: torch.Tensor, output: torch.Tensor | None) -> BaseActor:
+        """This actor with its network's output at `states` already known: a shallow copy (the
+        same parameters) whose methods, called with this `states` tensor, read `output` instead
+        of running the network again; the actor itself when `output` is None.
+
+        A chain link's energy and its W2 read one actor at one batch of states: one forward
+        (and its backward) serves both, and the next link gets the output, detached, as its
+        predecessor's. The values are those of separate calls, except that dropout draws one mask.
         """
-        self._memo = {}
-        if known is not None:
-            for grad_mode in (True, False):
-                self._memo[(id(states), grad_mode)] = (states, known)
-        try:
-            yield
-        finally:
-            self._memo = None
-
-    def state_features(self, states: torch.Tensor) -> torch.Tensor:
-        """The network's output at the states, [B, S] -> [B, O]: what `forward_once` shares."""
-        if not self.net_reads_states:
-            raise TypeError(f"{type(self).__name__}'s network reads noise as well as states")
-        return self._net(states)
+        if output is None:
+            return self
+        view = copy.copy(self)
+        view._known_output = (states, output)
+        return view
 
     @property
     def noise_dim(self) -> int:
@@ -139,7 +128,8 @@ class BaseActor(nn.Module):
         return actions, self.log_prob_actions(states, actions)
 
     def architecture(self) -> dict:
-        """Enough to rebuild an actor of the same shape (see `build_actor`)."""
+        """Every setting of the forward, the action bound aside: `build_actor` rebuilds an actor
+        of the same function from it, and the chain stacks only actors whose settings agree."""
         return {"type": self.type_name, "hidden_dim": self.hidden_dim, "n_hidden": self.n_hidden}
 
 
@@ -173,6 +163,7 @@ class GaussianMLP(BaseActor):
         super().__init__(state_dim, action_dim, max_action, hidden_dim, n_hidden)
         self.tanh_mean = tanh_mean
         self.state_dependent_std = state_dependent_std
+        self.dropout = dropout
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         out_dim = 2 * action_dim if state_dependent_std else action_dim
         self.net = build_mlp(
@@ -208,6 +199,16 @@ class GaussianMLP(BaseActor):
 
     def log_prob_actions(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self(states).log_prob(actions).sum(-1)  # [B]
+
+    def architecture(self) -> dict:
+        return {
+            **super().architecture(),
+            "tanh_mean": self.tanh_mean,
+            "state_dependent_std": self.state_dependent_std,
+            "dropout": self.dropout,
+            "log_std_min": self.log_std_min,
+            "log_std_max": self.log_std_max,
+        }
 
 
 class TanhGaussianMLP(BaseActor):
@@ -293,10 +294,12 @@ class TanhGaussianMLP(BaseActor):
         return self._log_prob_pre_tanh(mean, std, pre_tanh)  # [B]
 
     def architecture(self) -> dict:
-        if not self.learned_log_std_affine:
-            return super().architecture()
-        mult, offset = self._log_std_affine_init
-        return {**super().architecture(), "log_std_multiplier": mult, "log_std_offset": offset}
+        arch = {**super().architecture(), "log_std_min": self.log_std_min}
+        arch["log_std_max"] = self.log_std_max
+        if self.learned_log_std_affine:
+            mult, offset = self._log_std_affine_init
+            arch.update(log_std_multiplier=mult, log_std_offset=offset)
+        return arch
 
 
 class StochasticMLP(BaseActor):
@@ -361,6 +364,7 @@ class DeterministicMLP(BaseActor):
         dropout: float | None = None,
     ):
         super().__init__(state_dim, action_dim, max_action, hidden_dim, n_hidden)
+        self.dropout = dropout
         self.net = build_mlp(
             [state_dim, *([hidden_dim] * n_hidden), action_dim],
             output_activation=nn.Tanh,
@@ -375,6 +379,9 @@ class DeterministicMLP(BaseActor):
 
     def actions_from_noise(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self(states)[:, None].expand(-1, noise.shape[1], -1)  # [B, K, A], noise ignored
+
+    def architecture(self) -> dict:
+        return {**super().architecture(), "dropout": self.dropout}
 
 
 ACTOR_TYPES: dict[str, type[BaseActor]] = {

@@ -18,13 +18,17 @@ from torch.func import functional_call, stack_module_state
 
 
 def same_architecture(modules: Sequence[nn.Module]) -> bool:
-    """Same class and the same parameter names and shapes: what stacking needs."""
+    """What stacking needs: one class, the same settings of the forward (an actor's
+    `architecture()` and action bound, e.g. `tanh_mean` or the log-std bounds, which no parameter
+    shows), the same parameter names and shapes, and no buffers."""
     first = modules[0]
-    shapes = [(n, p.shape) for n, p in first.named_parameters()]
-    return all(
-        type(m) is type(first) and [(n, p.shape) for n, p in m.named_parameters()] == shapes
-        for m in modules
-    ) and not list(first.buffers())
+
+    def signature(m: nn.Module) -> tuple:
+        settings = m.architecture() if hasattr(m, "architecture") else None
+        shapes = [(n, p.shape) for n, p in m.named_parameters()]
+        return type(m), settings, getattr(m, "max_action", None), shapes
+
+    return all(signature(m) == signature(first) for m in modules) and not list(first.buffers())
 
 
 class StackedModules(nn.Module):
@@ -82,3 +86,51 @@ class PairCall(nn.Module):
         named = {f"actor.{n}": p for n, p in params.items()}
         named.update({f"previous.{n}": p for n, p in previous_params.items()})
         return functional_call(self, named, args)
+
+
+#: link(actor i, actor i-1, states [B, S], actions [B, A]) -> a tuple of tensors, e.g. the mean
+#: energy and the mean W2^2; the chain's own per-link function (pogo_multi_main.py)
+Link = Callable[..., tuple[torch.Tensor, ...]]
+
+
+class StackedLinks:
+    """Every link (member i, its predecessor) of a stacked chain in one `vmap` call; member 0's
+    predecessor is `first` (actor 0). The vectorised form of the chain's per-link loop: the same
+    link function, the same order of random draws per member, outputs stacked to [E, ...].
+
+    First each member's network output at the states (one batched forward), then each link
+    reads its own output (with grad) and, detached, its predecessor's: actor 0's, then member
+    i-1's, as the loop hands them on through `at_states`.
+    """
+
+    def __init__(self, stack: StackedModules, first: nn.Module, link: Link):
+        self.stack, self.first, self.link = stack, first, link
+        self.pair = PairCall(first, self._link)
+        self.outputs = PairCall(first, lambda actor, _, states: actor.network_output(states))
+
+    def _link(self, actor, previous, states, actions, output=None, previous_output=None):
+        actor = actor.at_states(states, output)
+        previous = previous.at_states(states, previous_output)
+        return self.link(actor, previous, states, actions)
+
+    def __call__(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        params = self.stack.stacked()  # name -> [E, ...]
+        first = dict(self.first.named_parameters())
+        previous = {  # each member's predecessor: `first`, then members 0..E-2, detached
+            name: torch.cat([first[name][None], p[:-1]]).detach() for name, p in params.items()
+        }
+        with torch.no_grad():
+            first_output = self.first.network_output(states)  # [B, O], or None
+        if first_output is None:  # a network that reads noise: nothing to share
+            return torch.func.vmap(
+                self.pair.call, in_dims=(0, 0, None, None), randomness="different"
+            )(params, previous, states, actions)
+        # "different": each member draws its own dropout mask
+        output_of_each = torch.func.vmap(
+            self.outputs.call, in_dims=(0, 0, None), randomness="different"
+        )
+        outputs = output_of_each(params, previous, states)  # [E, B, O]
+        previous_outputs = torch.cat([first_output[None], outputs[:-1].detach()])
+        return torch.func.vmap(
+            self.pair.call, in_dims=(0, 0, None, None, 0, 0), randomness="different"
+        )(params, previous, states, actions, outputs, previous_outputs)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -35,7 +36,7 @@ import torch
 from algorithms.datasets.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.datasets.training_data import load_data
 from algorithms.networks.actors import BaseActor, build_actor
-from algorithms.networks.ensemble import PairCall, StackedModules, same_architecture
+from algorithms.networks.ensemble import StackedLinks, StackedModules, same_architecture
 from algorithms.networks.policy_call import sample_K_actions
 from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
 from algorithms.offline.interface import Trainer
@@ -104,14 +105,18 @@ class ActorChain:
             resolve_w2_method(self.actors[i], self.actors[i - 1], config.w2_method)
             for i in range(1, len(self.actors))
         ]
-        # One stacked ensemble when every actor shares actor 0's architecture; else a loop.
+        # One stacked ensemble when every actor shares actor 0's architecture and settings
+        # (every link then has one W2 method); else the loop.
         self.vectorized = bool(
             config.vectorize_chain and self.chain and same_architecture(self.actors)
         )
         if self.vectorized:
             self.ensemble = StackedModules(self.chain)
-            self.pair = PairCall(actor0, self._pair_terms)
-            self.features = PairCall(actor0, lambda actor, _, states: actor.state_features(states))
+            if self.w2_methods[0] == "sinkhorn":  # GeomLoss cannot run inside vmap
+                self.stacked_links = StackedLinks(self.ensemble, actor0, self._link_clouds)
+            else:
+                link = functools.partial(self.link, method=self.w2_methods[0])
+                self.stacked_links = StackedLinks(self.ensemble, actor0, link)
             trainables: list[torch.nn.Module] = [self.ensemble]
         else:
             trainables = list(self.chain)
@@ -130,9 +135,9 @@ class ActorChain:
         """
         with self.stream:
             if self.vectorized:
-                energy, w2 = self._terms_vectorized(states, actions)  # [E], [E]
+                energy, w2 = self.terms_vectorized(states, actions)  # [E], [E]
             else:
-                energy, w2 = self._terms_loop(states, actions)
+                energy, w2 = self.terms(states, actions)  # [E], [E]
             loss = energy + self.weights * w2  # [E]
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
@@ -149,6 +154,64 @@ class ActorChain:
             for name, row in zip(("energy", "w2", "loss"), values)
             for i, v in enumerate(row, start=1)
         }
+
+    def link(
+        self,
+        actor: BaseActor,
+        previous: BaseActor,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        method: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Link i: the mean energy of actor i and its mean W2^2 to actor i-1 (which gets no
+        gradient: `w2_squared` reads it without grad). states [B, S], actions [B, A]."""
+        energy = self.trainer.compute_energy_function(actor, states, actions).mean()
+        c = self.config
+        w2 = w2_squared(actor, previous, states, method, K=c.sinkhorn_K, blur=c.sinkhorn_blur)
+        return energy, w2.mean()
+
+    def terms(self, states: torch.Tensor, actions: torch.Tensor):
+        """The energies and W2^2 of actors 1..N-1, link by link: [E], [E].
+
+        Each actor's network runs once at the batch's states: its output serves its own
+        energy and W2 (with grad) and, detached, the next link's predecessor (`at_states`).
+        """
+        energies, w2s = [], []
+        with torch.no_grad():
+            previous_output = self.actors[0].network_output(states)  # [B, O] or None
+        links = zip(self.chain, self.actors, self.w2_methods)  # (actor i, actor i-1, method)
+        for actor, previous, method in links:
+            output = actor.network_output(states)  # [B, O] or None
+            energy, w2 = self.link(
+                actor.at_states(states, output),
+                previous.at_states(states, previous_output),
+                states,
+                actions,
+                method,
+            )
+            energies.append(energy)
+            w2s.append(w2)
+            previous_output = None if output is None else output.detach()
+        return torch.stack(energies), torch.stack(w2s)
+
+    def terms_vectorized(self, states: torch.Tensor, actions: torch.Tensor):
+        """The same terms from the stacked ensemble: every link at once, one `vmap` call."""
+        if self.w2_methods[0] != "sinkhorn":
+            return self.stacked_links(states, actions)  # [E], [E]
+        energy, clouds, previous_clouds = self.stacked_links(states, actions)  # [E, B, K, A] x 2
+        w2 = sinkhorn_w2_squared(
+            clouds.flatten(0, 1), previous_clouds.flatten(0, 1), self.config.sinkhorn_blur
+        )  # [E * B]
+        return energy, w2.view(len(self.chain), -1).mean(1)
+
+    def _link_clouds(self, actor, previous, states, actions):
+        """A Sinkhorn link under vmap: GeomLoss reads values in Python, so the link returns its
+        two K-sample clouds [B, K, A] and one GeomLoss call measures every link afterwards."""
+        energy = self.trainer.compute_energy_function(actor, states, actions).mean()
+        clouds = sample_K_actions(actor, states, self.config.sinkhorn_K)  # [B, K, A]
+        with torch.no_grad():
+            previous_clouds = sample_K_actions(previous, states, self.config.sinkhorn_K)
+        return energy, clouds, previous_clouds
 
     def settle(self, weights: list[float]) -> None:
         """Enter the settle phase: the settle W2 weights, and each optimiser back at its initial
@@ -178,102 +241,6 @@ class ActorChain:
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * 0.5 * (1.0 + math.cos(math.pi * k / steps))
-
-    def _w2(self, actor: BaseActor, previous: BaseActor, states: torch.Tensor, method: str):
-        c = self.config
-        return w2_squared(actor, previous, states, method, K=c.sinkhorn_K, blur=c.sinkhorn_blur)
-
-    @staticmethod
-    def _features(actor: BaseActor, states: torch.Tensor) -> torch.Tensor | None:
-        """The actor's network output at the states [B, O] to share; None if it reads noise."""
-        return actor.state_features(states) if actor.net_reads_states else None
-
-    def _terms_loop(self, states: torch.Tensor, actions: torch.Tensor):
-        """Mean energy and W2^2 of each actor i >= 1, one actor after another: [E], [E].
-
-        Each actor's network runs once: its output serves its own energy and W2 (with grad)
-        and, detached, the next link's predecessor.
-        """
-        energies, w2s = [], []
-        with torch.no_grad():
-            previous_features = self._features(self.actors[0], states)
-        links = zip(self.chain, self.actors, self.w2_methods)  # (actor i, actor i-1, method)
-        for actor, previous, method in links:
-            features = self._features(actor, states)
-            energy, w2 = self._link(
-                actor, previous, states, actions, method, features, previous_features
-            )
-            energies.append(energy)
-            w2s.append(w2)
-            previous_features = None if features is None else features.detach()
-        return torch.stack(energies), torch.stack(w2s)
-
-    def _link(
-        self,
-        actor: BaseActor,
-        previous: BaseActor,
-        states: torch.Tensor,
-        actions: torch.Tensor,
-        method: str,
-        features: torch.Tensor | None,
-        previous_features: torch.Tensor | None,
-        sinkhorn_clouds: bool = False,
-    ):
-        """One link (actor i, actor i-1): mean energy and mean W2^2.
-
-        `features`/`previous_features`: the two networks' outputs at the states, when already
-        computed. With `sinkhorn_clouds` a Sinkhorn link returns its two K-sample clouds instead
-        of W2^2: GeomLoss reads values in Python, so under vmap it cannot run per link.
-        """
-        with actor.forward_once(states, features), previous.forward_once(states, previous_features):
-            energy = self.trainer.compute_energy_function(actor, states, actions).mean()
-            if sinkhorn_clouds and method == "sinkhorn":
-                K = self.config.sinkhorn_K
-                clouds = sample_K_actions(actor, states, K)  # [B, K, A]
-                with torch.no_grad():
-                    previous_clouds = sample_K_actions(previous, states, K)  # [B, K, A]
-                return energy, clouds, previous_clouds
-            return energy, self._w2(actor, previous, states, method).mean()
-
-    def _pair_terms(self, actor, previous, states, actions, features=None, previous_features=None):
-        """One ensemble member's link, run under vmap (every link has one W2 method)."""
-        method = self.w2_methods[0]
-        return self._link(
-            actor, previous, states, actions, method, features, previous_features, True
-        )
-
-    def _terms_vectorized(self, states: torch.Tensor, actions: torch.Tensor):
-        """The same terms for all actors i >= 1 at once: vmap over the stacked parameters.
-
-        First every member's network output at the states (one batched forward); then each link
-        reads its own output and, detached, its predecessor's: actor 0's, then member i-1's.
-        """
-        params = self.ensemble.stacked()  # name -> [E, ...]
-        actor0 = dict(self.actors[0].named_parameters())
-        previous = {  # actor i-1 for each i: actor 0, then members 1..E-1, detached
-            name: torch.cat([actor0[name][None], p[:-1]]).detach() for name, p in params.items()
-        }
-        with torch.no_grad():
-            features0 = self._features(self.actors[0], states)  # [B, O] or None
-        if features0 is None:  # a network that reads noise: nothing to share
-            out = torch.func.vmap(
-                self.pair.call, in_dims=(0, 0, None, None), randomness="different"
-            )(params, previous, states, actions)
-        else:
-            features = torch.func.vmap(
-                self.features.call, in_dims=(0, 0, None), randomness="different"
-            )(params, previous, states)  # [E, B, O]; "different": each member's dropout mask
-            previous_features = torch.cat([features0[None], features[:-1].detach()])
-            out = torch.func.vmap(
-                self.pair.call, in_dims=(0, 0, None, None, 0, 0), randomness="different"
-            )(params, previous, states, actions, features, previous_features)
-        if self.w2_methods[0] != "sinkhorn":
-            return out
-        energy, clouds, previous_clouds = out  # [E], [E, B, K, A] x 2
-        w2 = sinkhorn_w2_squared(
-            clouds.flatten(0, 1), previous_clouds.flatten(0, 1), self.config.sinkhorn_blur
-        )  # [E * B]
-        return energy, w2.view(len(self.chain), -1).mean(1)
 
     def state_dict(self) -> dict[str, Any]:
         return {
