@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from algorithms.errors import CheckpointError
 from algorithms.offline import pogo_multi_main
-from algorithms.offline.config import ConfigError, parse_config
+from algorithms.offline.config import parse_config
 from algorithms.offline.run_io import EXIT_STOPPED
 from algorithms.offline.utils_pytorch import NonFiniteError, named_tensors
 from tests.conftest import write_synthetic_d4rl
@@ -153,9 +154,13 @@ def test_resume_refuses_a_checkpoint_of_the_other_chain_layout(tiny_run_args, tm
         for v in (False, True)
     )
     source = tmp_path / "checkpoint.pt"
-    with pytest.raises(ConfigError, match=r"other layout .* resume with --vectorize_chain false$"):
+    with pytest.raises(
+        CheckpointError, match=r"other layout .* resume with --vectorize_chain false$"
+    ):
         stacked.chain.load_state_dict(loop.chain.state_dict(), source)
-    with pytest.raises(ConfigError, match=r"other layout .* resume with --vectorize_chain true$"):
+    with pytest.raises(
+        CheckpointError, match=r"other layout .* resume with --vectorize_chain true$"
+    ):
         loop.chain.load_state_dict(stacked.chain.state_dict(), source)
 
 

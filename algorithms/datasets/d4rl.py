@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from algorithms.datasets.envs import parse_d4rl_name
-from algorithms.errors import DatasetError
+from algorithms.errors import DatasetError, EnvError
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 OPTIONAL_KEYS = ("next_observations",)
@@ -267,7 +267,7 @@ def find_d4rl_file(env_name: str, download: bool = True) -> Path:
     """Path of a D4RL dataset file: the first found in the search dirs, else downloaded there."""
     try:
         name = parse_d4rl_name(env_name)
-    except ValueError as e:
+    except EnvError as e:
         raise DatasetError(str(e)) from e
     dirs = d4rl_search_dirs()
     for d in dirs:

@@ -14,6 +14,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from algorithms.errors import EnvError
+
 # Gymnasium env that evaluates each D4RL locomotion family (same observation/action layout).
 ENV_IDS: dict[str, str] = {
     "halfcheetah": "HalfCheetah-v4",
@@ -68,14 +70,14 @@ def parse_d4rl_name(name: str) -> D4RLName:
         f"versions {', '.join(VERSIONS)} (e.g. hopper-medium-replay-v2)"
     )
     if len(parts) < 3 or not re.fullmatch(r"v\d+", parts[-1]):
-        raise ValueError(f"D4RL name {name!r} lacks a '-vN' version; known: {hint}")
+        raise EnvError(f"D4RL name {name!r} lacks a '-vN' version; known: {hint}")
     family, kind, version = parts[0], "-".join(parts[1:-1]), parts[-1]
     if family not in FAMILIES:
-        raise ValueError(f"D4RL name {name!r} has unknown family {family!r}; known: {hint}")
+        raise EnvError(f"D4RL name {name!r} has unknown family {family!r}; known: {hint}")
     if kind not in DATASET_KINDS:
-        raise ValueError(f"D4RL name {name!r} has unknown kind {kind!r}; known: {hint}")
+        raise EnvError(f"D4RL name {name!r} has unknown kind {kind!r}; known: {hint}")
     if version not in VERSIONS:
-        raise ValueError(f"D4RL name {name!r} has unsupported version {version!r}; known: {hint}")
+        raise EnvError(f"D4RL name {name!r} has unsupported version {version!r}; known: {hint}")
     return D4RLName(family, kind, version)
 
 
@@ -85,7 +87,7 @@ def eval_env_id(env_name: str, eval_env: str | None) -> str:
         return eval_env
     family = parse_d4rl_name(env_name).family
     if family not in ENV_IDS:
-        raise ValueError(
+        raise EnvError(
             f"no default gymnasium env for D4RL family {family!r} (defaults exist for "
             f"{', '.join(ENV_IDS)}); set eval_env in the config"
         )
@@ -95,7 +97,7 @@ def eval_env_id(env_name: str, eval_env: str | None) -> str:
 def normalized_score(family: str, returns: np.ndarray) -> np.ndarray:
     """D4RL-normalised score, 0 = random policy, 100 = expert, so results compare with CORL's."""
     if family not in REF_RETURNS:
-        raise ValueError(
+        raise EnvError(
             f"no D4RL reference returns for family {family!r}; known: {', '.join(REF_RETURNS)}"
         )
     r_random, r_expert = REF_RETURNS[family]
@@ -108,7 +110,10 @@ def make_env(env_id: str, **kwargs: Any) -> gymnasium.Env:
         warnings.filterwarnings(
             "ignore", message=r".*is out of date.*v5", category=DeprecationWarning
         )
-        return gymnasium.make(env_id, **kwargs)
+        try:
+            return gymnasium.make(env_id, **kwargs)
+        except gymnasium.error.Error as err:  # an unknown id, a missing dependency (mujoco)
+            raise EnvError(f"gymnasium env {env_id!r} cannot be made: {err}") from err
 
 
 def env_dims(env_id: str) -> tuple[int, int, float]:

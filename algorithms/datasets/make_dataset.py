@@ -30,8 +30,9 @@ from algorithms.datasets.behavior_policy import (
     load_behavior_actor,
     replay_path,
 )
-from algorithms.datasets.d4rl import DatasetError, load_hdf5, write_hdf5
+from algorithms.datasets.d4rl import load_hdf5, write_hdf5
 from algorithms.datasets.envs import ENV_IDS, make_env, parse_d4rl_name
+from algorithms.errors import DatasetError, PogoError
 from algorithms.networks.actors import BaseActor
 
 MAX_EPISODE_STEPS = 1000  # D4RL's and gymnasium's time limit for the locomotion envs
@@ -56,10 +57,10 @@ def rollout(
     last row is marked as a timeout when ``size`` runs out mid-episode, as D4RL's files do.
     """
     if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
+        raise DatasetError(f"size must be >= 1, got {size}")
     if family not in ENV_IDS:
         known = ", ".join(ENV_IDS)
-        raise ValueError(f"no gymnasium env for D4RL family {family!r}; known: {known}")
+        raise DatasetError(f"no gymnasium env for D4RL family {family!r}; known: {known}")
     env = make_env(ENV_IDS[family], max_episode_steps=max_episode_steps)
     obs_dim = env.observation_space.shape[0]
     act_dim = env.action_space.shape[0]
@@ -99,7 +100,7 @@ def make_random_dataset(
     """Uniform random actions, as D4RL's ``random`` datasets."""
     name = parse_d4rl_name(env_name)
     if name.kind != "random":
-        raise ValueError(f"make_random_dataset makes 'random' datasets, not {name.kind!r}")
+        raise DatasetError(f"make_random_dataset makes 'random' datasets, not {name.kind!r}")
     return rollout(name.family, size, seed, None, f"{env_name} (random)", progress)
 
 
@@ -181,13 +182,13 @@ def make_dataset(
     """Any makeable D4RL-style dataset: its arrays and the root attributes that say how."""
     name = parse_d4rl_name(env_name)
     if name.kind not in MAKEABLE_KINDS:
-        raise ValueError(
+        raise DatasetError(
             f"cannot make {name.kind!r} datasets; makeable: {', '.join(MAKEABLE_KINDS)}"
         )
     if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
+        raise DatasetError(f"size must be >= 1, got {size}")
     if name.family not in ENV_IDS:
-        raise ValueError(f"no gymnasium env for {name.family!r}; known: {', '.join(ENV_IDS)}")
+        raise DatasetError(f"no gymnasium env for {name.family!r}; known: {', '.join(ENV_IDS)}")
     sources: dict[str, Any] = {}
     if name.kind == "random":
         data, policy = make_random_dataset(env_name, size, seed, progress), "uniform random"
@@ -261,7 +262,7 @@ def ensure_dataset(env_name: str, path: str | Path, size: int, seed: int) -> Non
     print(f"{path} not found: making {env_name} locally ({size} rows, seed {seed})", flush=True)
     try:
         print(write_dataset(env_name, path, size, seed, progress=True), flush=True)
-    except (ValueError, OSError) as e:
+    except (PogoError, OSError) as e:
         raise DatasetError(f"making {path} for {env_name} failed: {e}") from e
 
 
@@ -287,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             actors_dir=Path(args.actors_dir),
             replay_dir=Path(args.replay_dir),
         )
-    except (ValueError, OSError) as e:  # DatasetError and BehaviorPolicyError are ValueErrors
+    except (PogoError, OSError) as e:  # a dataset, behaviour actor or env the user can fix
         sys.exit(f"make_dataset: {e}")
     print(summary)
 

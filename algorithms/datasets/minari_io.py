@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from algorithms.datasets.d4rl import DatasetError, load_hdf5
+from algorithms.datasets.d4rl import load_hdf5
 from algorithms.datasets.envs import ENV_IDS, REF_RETURNS, make_env, parse_d4rl_name
+from algorithms.errors import DatasetError, PogoError
 
 
 def minari_root() -> Path:
@@ -166,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         dataset = export_minari(args.dataset, args.env, args.minari_id)
-    except (ValueError, OSError) as e:
+    except (PogoError, OSError) as e:
         sys.exit(f"minari_io: {e}")
     print(
         f"wrote Minari dataset {args.minari_id} under {minari_root()}: "

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from torch.distributions import Normal
 
+from algorithms.errors import ConfigError
 from algorithms.networks.mlp import build_mlp, create_generator
 
 LOG_STD_MIN = -20.0
@@ -394,12 +395,12 @@ def build_actor(spec: dict, state_dim: int, action_dim: int, max_action: float =
     spec = dict(spec)
     type_name = spec.pop("type", None)
     if type_name not in ACTOR_TYPES:
-        raise ValueError(
+        raise ConfigError(
             f"actor_configs: unknown actor type {type_name!r}; known: {sorted(ACTOR_TYPES)}"
         )
     try:
         return ACTOR_TYPES[type_name](state_dim, action_dim, max_action, **spec)
     except TypeError as err:  # an unknown keyword for that class
-        raise ValueError(
+        raise ConfigError(
             f"actor_configs: bad options {spec} for type {type_name!r}: {err}"
         ) from None

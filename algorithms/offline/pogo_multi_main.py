@@ -35,10 +35,11 @@ import torch
 
 from algorithms.datasets.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.datasets.training_data import load_data
+from algorithms.errors import CheckpointError, PogoError
 from algorithms.networks.actors import BaseActor, build_actor
 from algorithms.networks.ensemble import StackedLinks, StackedModules, same_architecture
 from algorithms.networks.policy_call import sample_K_actions
-from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
+from algorithms.offline.config import PogoConfig, load_algorithm, parse_config
 from algorithms.offline.interface import Trainer
 from algorithms.offline.run_io import (
     EXIT_STOPPED,
@@ -54,7 +55,6 @@ from algorithms.offline.run_io import (
     report_final,
 )
 from algorithms.offline.utils_pytorch import (
-    NonFiniteError,
     RandomStream,
     ReplayBuffer,
     check_finite_losses,
@@ -255,7 +255,7 @@ class ActorChain:
         saved = [sorted(t) for t in state["targets"]]
         if saved != [sorted(t.state_dict()) for t in self.targets]:
             layout = "one stacked ensemble" if self.vectorized else "one module per actor"
-            raise ConfigError(
+            raise CheckpointError(
                 f"resume: {source} holds the chain in the other layout than this run's "
                 f"({layout}, vectorize_chain: {self.config.vectorize_chain}); resume with "
                 f"--vectorize_chain {str(not self.vectorized).lower()}"
@@ -308,7 +308,7 @@ class Run:
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
         for key in ("state_mean", "state_std"):
             if not np.array_equal(state[key], getattr(self, key)):
-                raise ConfigError(
+                raise CheckpointError(
                     f"resume: the dataset's {key} differs from the one in {source}; "
                     "resume on the same dataset or use --overwrite"
                 )
@@ -450,12 +450,8 @@ def save_checkpoint(run: Run) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     try:
-        run = setup(parse_config(argv))
-    except ValueError as err:  # ConfigError, DatasetError, a bad env name: one line, no trace
-        sys.exit(f"error: {err}")
-    try:
-        return train(run)
-    except NonFiniteError as err:
+        return train(setup(parse_config(argv)))
+    except PogoError as err:  # bad input (config, dataset, env, checkpoint, wandb), NaN: one line
         sys.exit(f"error: {err}")
     except RunStopped as err:
         print(f"stopped: {err}", file=sys.stderr)

@@ -22,7 +22,8 @@ import yaml
 from tqdm import tqdm
 
 from algorithms.datasets.envs import parse_d4rl_name
-from algorithms.offline.config import ConfigError, PogoConfig, dump_config
+from algorithms.errors import CheckpointError, WandbError
+from algorithms.offline.config import PogoConfig, dump_config
 
 EVAL_COLUMNS = (
     "step",
@@ -61,10 +62,10 @@ def check_run_dir(config: PogoConfig) -> Path:
     held = (root / "logs" / "eval.csv").exists()
     if config.resume:
         if not held:
-            raise ConfigError(f"resume: {root} holds no run to resume")
+            raise CheckpointError(f"resume: {root} holds no run to resume")
         _check_same_run(config, root / "logs" / "config.yaml")
     elif held and not config.overwrite:
-        raise ConfigError(
+        raise CheckpointError(
             f"output_dir: {root} already holds a run; pass --resume to continue it, "
             "--overwrite to replace it, or choose another output_dir/seed"
         )
@@ -75,11 +76,13 @@ def _check_same_run(config: PogoConfig, saved_path: Path) -> None:
     try:
         saved = yaml.safe_load(saved_path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"resume: cannot read the run's config {saved_path} ({err})") from None
+        raise CheckpointError(
+            f"resume: cannot read the run's config {saved_path} ({err})"
+        ) from None
     current = dataclasses.asdict(config)
     for key, value in current.items():
         if key not in RESUMABLE_CHANGES and saved.get(key) != value:
-            raise ConfigError(
+            raise CheckpointError(
                 f"resume: {key} is {value!r} but the run in {saved_path.parent.parent} "
                 f"used {saved.get(key)!r}; resume with the same config or use --overwrite"
             )
@@ -108,7 +111,7 @@ def init_wandb(config: PogoConfig, root: Path):
 
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode not in ("offline", "disabled", "dryrun") and not _has_wandb_key():
-        raise ConfigError(f"use_wandb: no wandb account is set up (WANDB_API_KEY); {WANDB_HINT}")
+        raise WandbError(f"use_wandb: no wandb account is set up (WANDB_API_KEY); {WANDB_HINT}")
     try:
         return wandb.init(
             config=dataclasses.asdict(config),
@@ -120,7 +123,7 @@ def init_wandb(config: PogoConfig, root: Path):
             settings=wandb.Settings(init_timeout=60),
         )
     except Exception as err:  # network down, bad key, ...: wandb raises many types
-        raise ConfigError(f"use_wandb: wandb.init failed ({err}); {WANDB_HINT}") from None
+        raise WandbError(f"use_wandb: wandb.init failed ({err}); {WANDB_HINT}") from None
 
 
 def _has_wandb_key() -> bool:
@@ -284,13 +287,15 @@ class CheckpointStore:
         path = self.path(step)
         if not path.exists():
             kept = ", ".join(p.name for p in reversed(self._all())) or "none"
-            raise ConfigError(
+            raise CheckpointError(
                 f"resume_step: no checkpoint of step {step} in {self.directory}; kept: {kept}"
             )
         try:
             return torch.load(path, map_location="cpu", weights_only=False), path
         except Exception as err:  # truncated or corrupt
-            raise ConfigError(f"resume_step: {path} is unreadable ({type(err).__name__})") from err
+            raise CheckpointError(
+                f"resume_step: {path} is unreadable ({type(err).__name__})"
+            ) from err
 
     def drop_after(self, step: int) -> None:
         """Remove checkpoints of updates after `step`: a run resumed from `step` replaces them."""
@@ -311,7 +316,7 @@ class CheckpointStore:
                     f"warning: checkpoint {path} is unreadable ({type(err).__name__}: {err});"
                     " trying the previous one"
                 )
-        raise ConfigError(f"resume: no readable checkpoint in {self.directory}")
+        raise CheckpointError(f"resume: no readable checkpoint in {self.directory}")
 
 
 def report_eval(

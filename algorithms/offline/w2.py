@@ -24,6 +24,7 @@ import functools
 
 import torch
 
+from algorithms.errors import ConfigError
 from algorithms.networks.adapters import ActorAPI
 from algorithms.networks.policy_call import sample_K_actions
 
@@ -60,13 +61,13 @@ def sinkhorn_w2_squared(x: torch.Tensor, y: torch.Tensor, blur: float = 0.05) ->
 def resolve_w2_method(actor: ActorAPI, previous: ActorAPI, requested: str = "auto") -> str:
     """The estimator for this pair: `requested`, or the exact/cheapest one the types allow."""
     if requested not in W2_METHODS:
-        raise ValueError(f"w2_method must be one of {W2_METHODS}, got {requested!r}")
+        raise ConfigError(f"w2_method must be one of {W2_METHODS}, got {requested!r}")
     both_stochastic = actor.is_stochastic and previous.is_stochastic
     if requested != "auto":
         if requested == "closed_form" and not (actor.is_gaussian and previous.is_gaussian):
-            raise ValueError("w2_method: closed_form needs two Gaussian actors")
+            raise ConfigError("w2_method: closed_form needs two Gaussian actors")
         if requested in ("shared_noise", "sinkhorn") and not both_stochastic:
-            raise ValueError(f"w2_method: {requested} needs two stochastic actors")
+            raise ConfigError(f"w2_method: {requested} needs two stochastic actors")
         return requested
     if not both_stochastic:
         return "l2"
