@@ -1,9 +1,24 @@
-"""Config parsing: YAML + CLI, and a one-line error naming the key for every bad input."""
+"""Config parsing: YAML + CLI, and a one-line error naming the key for every bad input;
+checking changes nothing, resolving is one step of its own."""
+
+import dataclasses
 
 import pytest
 
-from algorithms.offline.config import ConfigError, parse_config
+from algorithms.offline.config import ALGORITHMS, ConfigError, load_algorithm, parse_config
 from algorithms.offline.run_io import init_wandb
+
+#: `energy_normalize_q` when null: what each algorithm's own actor loss does
+ENERGY_NORMALIZE_Q_DEFAULTS = {
+    "iql": True,  # the chain study's pilot (IQL's loss has no Q scale)
+    "td3_bc": True,
+    "cql": False,
+    "awac": True,  # as IQL
+    "sac_n": False,
+    "edac": False,
+    "rebrac": True,  # its normalize_q
+    "fql": False,  # its normalize_q_loss
+}
 
 
 def _yaml(tmp_path, text: str) -> str:
@@ -53,8 +68,14 @@ def test_actor_configs_from_cli():
         ("num_actors: 3\nactor_configs: [{type: gaussian}]\n", r"actor_configs: 1 entries"),
         ("settle_steps: -5\n", r"settle_steps: must be >= 0, got -5"),
         ("num_actors: 1\nsettle_steps: 10\n", r"settle_steps: it trains actors i >= 1"),
-        ("num_actors: 3\nsettle_w2_weights: [1, 2, 3]\n", r"settle_w2_weights: 3 values"),
-        ("settle_w2_weights: [.inf]\n", r"settle_w2_weights: must be finite and >= 0"),
+        (
+            "num_actors: 3\nsettle_steps: 10\nsettle_w2_weights: [1, 2, 3]\n",
+            r"settle_w2_weights: 3 values",
+        ),
+        (
+            "settle_steps: 10\nsettle_w2_weights: [.inf]\n",
+            r"settle_w2_weights: must be finite and >= 0",
+        ),
         ("settle_lr_schedule: linear\n", r"settle_lr_schedule: must be one of \('constant', "),
         ("settle_from_predecessor: true\n", r"settle_from_predecessor: needs a settle phase"),
         ("resume_step: 5\n", r"resume_step: needs --resume"),
@@ -83,3 +104,75 @@ def test_wandb_without_account_names_the_ways_out(monkeypatch, tmp_path):
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     with pytest.raises(ConfigError, match=r"--no_wandb.*WANDB_MODE=offline"):
         init_wandb(parse_config([]), tmp_path)
+
+
+def test_settle_weights_are_not_checked_without_a_settle_phase(tmp_path):
+    """A list for a phase that does not run is not checked (a single value is still resolved)."""
+    cases = {"[1, 2, 3]": [1.0, 2.0, 3.0], "[.inf]": [float("inf")] * 2, "[-1.0]": [-1.0] * 2}
+    for weights, resolved in cases.items():
+        path = _yaml(tmp_path, f"num_actors: 3\nsettle_steps: 0\nsettle_w2_weights: {weights}\n")
+        assert parse_config(["--config_path", path]).settle_w2_weights == resolved
+        with pytest.raises(ConfigError, match="settle_w2_weights: "):  # checked once it runs
+            parse_config(["--config_path", path, "--settle_steps", "5"])
+
+
+def test_scalar_settle_w2_weight_applies_to_every_chain_actor():
+    argv = ["--num_actors", "4", "--settle_steps", "5", "--settle_w2_weights", "0.5"]
+    assert parse_config(argv).settle_w2_weights == [0.5, 0.5, 0.5]
+    argv = ["--num_actors", "4", "--settle_steps", "5", "--settle_w2_weights", "[0.5]"]
+    assert parse_config(argv).settle_w2_weights == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_check_leaves_the_config_unchanged(algorithm):
+    cls = load_algorithm(algorithm).Config
+    settle = 0 if getattr(load_algorithm(algorithm), "BACKEND", "") == "jax" else 3  # no settle
+    config = cls(num_actors=4, w2_weights=[5.0], settle_steps=settle, settle_w2_weights=[0.5])
+    assert config.energy_normalize_q is None
+    before = dataclasses.asdict(config)
+    config.check()
+    config.check_energy()
+    assert dataclasses.asdict(config) == before
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_resolve_broadcasts_single_weights_and_fills_the_energy_default(algorithm):
+    cls = load_algorithm(algorithm).Config
+    config = cls(num_actors=4, w2_weights=[5.0], settle_w2_weights=[0.5])
+    config.resolve()
+    assert config.w2_weights == [5.0, 5.0, 5.0]
+    assert config.settle_w2_weights == [0.5, 0.5, 0.5]
+    assert config.energy_normalize_q is ENERGY_NORMALIZE_Q_DEFAULTS[algorithm]
+    resolved = dataclasses.asdict(config)
+    config.resolve()  # once resolved, resolving again changes nothing
+    assert dataclasses.asdict(config) == resolved
+
+    explicit = cls(num_actors=3, w2_weights=[1.0, 2.0], energy_normalize_q=False)
+    explicit.resolve()  # a full list and a set switch stay as given
+    assert (explicit.w2_weights, explicit.energy_normalize_q) == ([1.0, 2.0], False)
+    assert explicit.settle_w2_weights is None
+    single = cls(num_actors=1, w2_weights=[5.0])
+    single.resolve()
+    assert single.w2_weights == [5.0]  # no chain actor to give it to
+
+
+def test_jax_energy_defaults_follow_their_own_q_switches():
+    rebrac = parse_config(["--algorithm", "rebrac", "--normalize_q", "false"])
+    fql = parse_config(["--algorithm", "fql", "--normalize_q_loss", "true"])
+    assert (rebrac.energy_normalize_q, fql.energy_normalize_q) == (False, True)
+
+
+def test_parse_config_returns_the_resolved_config():
+    config = parse_config(["--algorithm", "td3_bc", "--num_actors", "3", "--w2_weights", "[7]"])
+    assert (config.w2_weights, config.energy_normalize_q) == ([7.0, 7.0], True)
+
+
+@pytest.mark.parametrize("algorithm", ["iql", "td3_bc", "cql", "awac", "sac_n", "edac"])
+def test_build_writes_nothing_into_the_config(algorithm):
+    argv = ["--algorithm", algorithm, "--num_actors", "3"]
+    if algorithm in ("sac_n", "edac"):
+        argv += ["--num_critics", "2", "--hidden_dim", "8"]
+    config = parse_config(argv)
+    before = dataclasses.asdict(config)
+    load_algorithm(algorithm).build(config, 4, 2, 1.0, "cpu")
+    assert dataclasses.asdict(config) == before

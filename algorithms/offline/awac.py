@@ -18,12 +18,7 @@ import torch.nn.functional as F
 from algorithms.networks import FullyConnectedQFunction, GaussianMLP, get_action
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import ConfigError, PogoConfig
-from algorithms.offline.interface import (
-    TensorBatch,
-    TrainerBase,
-    q_energy,
-    resolve_energy_config,
-)
+from algorithms.offline.interface import TensorBatch, TrainerBase, q_energy
 from algorithms.offline.utils_pytorch import soft_update
 
 #: clip of the advantage weights exp(A / lambda)
@@ -32,6 +27,12 @@ EXP_ADV_MAX = 100.0
 
 @dataclass
 class Config(PogoConfig):
+    has_value_function = True  # its V is Q at actor 0's sampled action
+    # AWAC's own actor loss (advantage-weighted) has no Q scale to follow; raw -Q outweighs
+    # w2_weights' W2^2 and the chain leaves the data (docs/chain_study_history.md): divide by
+    # mean|Q|.
+    default_energy_normalize_q = True
+
     algorithm: str = "awac"
     # temperature of the advantage weights (small: greedy w.r.t. Q, large: BC)
     awac_lambda: float = 1.0
@@ -141,11 +142,7 @@ def build(
     config: Config, state_dim: int, action_dim: int, max_action: float, device: str
 ) -> AdvantageWeightedActorCritic:
     """CORL's AWAC networks (3 hidden layers, default init), in CORL's order (actor, critics)."""
-    # AWAC's own actor loss (advantage-weighted) has no Q scale to follow; raw -Q outweighs
-    # w2_weights' W2^2 and the chain leaves the data (docs/chain_study_history.md): divide by
-    # mean|Q|.
-    # Its V is Q at actor 0's sampled action.
-    resolve_energy_config(config, has_value_function=True, normalize_q=True)
+    config.check_energy()
     actor = GaussianMLP(
         state_dim,
         action_dim,

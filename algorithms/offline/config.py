@@ -2,6 +2,9 @@
 
 The parser reads `algorithm` first, then decodes the whole file and command line into that
 algorithm's `Config` (a subclass of `PogoConfig`): an unknown key is an error, not a no-op.
+Then two separate steps: `check()` validates the config and changes nothing; `resolve()` fills
+in, once, what the config leaves to the run (a single W2 weight for every chain actor, the
+algorithm's default `energy_normalize_q`). The resolved config is what a run records.
 """
 
 import dataclasses
@@ -11,17 +14,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, List, Optional  # pyrallis decodes typing forms only
+from typing import Any, ClassVar, Dict, List, Optional  # pyrallis decodes typing forms only
 
 import pyrallis
 import yaml
 
 from algorithms.errors import ConfigError
+from algorithms.networks.actors import ACTOR_TYPES
 from algorithms.networks.policy_call import EVAL_MODES
 from algorithms.offline.w2 import W2_METHODS
 
 #: algorithm name -> module; each module exposes `Config` and `build(...)` (see interface.py);
-#: rebrac and fql are JAX (`make(...)`, run by pogo_multi_jax)
+#: rebrac and fql are JAX (`BACKEND = "jax"`, run by pogo_multi_jax; see utils_jax.py)
 ALGORITHMS: dict[str, str] = {
     name: f"algorithms.offline.{name}"
     for name in ("iql", "td3_bc", "cql", "awac", "sac_n", "edac", "rebrac", "fql")
@@ -40,6 +44,15 @@ CLI_FLAGS = {
 
 @dataclass
 class PogoConfig:
+    #: what the algorithm's energy can do, read by `check_energy` (class attributes, not keys):
+    #: it has a V function (`energy_function_type: advantage`) ...
+    has_value_function: ClassVar[bool] = False
+    #: ... its energy needs log pi(a|s) of every chain actor (entropy-regularised energies)
+    energy_needs_log_prob: ClassVar[bool] = False
+    #: `energy_normalize_q` when the config leaves it null: what the base algorithm's own actor
+    #: loss does (an algorithm whose loss has a switch for it reads the switch: a property)
+    default_energy_normalize_q: ClassVar[bool] = False
+
     # base algorithm of actor 0 and the critics: one of ALGORITHMS
     algorithm: str = "iql"
     # D4RL-style dataset name: picks the evaluation env, reference returns and output path
@@ -101,7 +114,8 @@ class PogoConfig:
     # actor 0 and critics (frozen), at the chain's initial learning rate (no schedule): each link
     # then takes its JKO step from a fixed predecessor (docs/chain_study.md); 0: no such phase
     settle_steps: int = 0
-    # W2 weights of those updates (one per actor i >= 1, or one value; null: w2_weights)
+    # W2 weights of those updates (one per actor i >= 1, or one value; null: w2_weights);
+    # not checked while settle_steps is 0
     settle_w2_weights: Optional[List[float]] = None
     # the chain's learning rate over those updates: constant (its initial one) or cosine (from
     # it to 0, so each link ends at its proximal point instead of jittering around it)
@@ -142,7 +156,7 @@ class PogoConfig:
     quiet: bool = False
 
     def check(self) -> None:
-        """Range and consistency checks; each failure names its key."""
+        """Range and consistency checks; each failure names its key. Changes nothing."""
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"algorithm: unknown {self.algorithm!r}; known: {sorted(ALGORITHMS)}")
         positive = ("max_timesteps", "eval_freq", "n_episodes", "batch_size", "num_actors")
@@ -176,7 +190,7 @@ class PogoConfig:
             raise ConfigError(f"settle_steps: must be >= 0, got {self.settle_steps}")
         if self.settle_steps and n_chain < 1:
             raise ConfigError("settle_steps: it trains actors i >= 1, and num_actors is 1")
-        if self.settle_w2_weights is not None:
+        if self.settle_steps and self.settle_w2_weights is not None:
             self._check_chain_weights("settle_w2_weights", n_chain)
         if self.settle_from_predecessor and not self.settle_steps:
             raise ConfigError("settle_from_predecessor: needs a settle phase (settle_steps > 0)")
@@ -202,12 +216,9 @@ class PogoConfig:
                 raise ConfigError(f"{key}: must be one of {allowed}, got {getattr(self, key)!r}")
 
     def _check_chain_weights(self, key: str, n_chain: int) -> None:
-        """One W2 weight per actor i >= 1 (a single value is given to all), finite and >= 0."""
+        """One W2 weight per actor i >= 1 (or a single value, for all), finite and >= 0."""
         weights = getattr(self, key)
-        if len(weights) == 1 and n_chain > 1:
-            weights = weights * n_chain
-            setattr(self, key, weights)
-        if n_chain > 0 and len(weights) != n_chain:
+        if n_chain > 0 and len(weights) not in (1, n_chain):
             raise ConfigError(
                 f"{key}: {len(weights)} values for num_actors={self.num_actors}; "
                 f"give {n_chain} (one per actor i >= 1) or a single value"
@@ -215,10 +226,43 @@ class PogoConfig:
         if any(not 0 <= w < float("inf") for w in weights):
             raise ConfigError(f"{key}: must be finite and >= 0, got {weights}")
 
+    def check_energy(self) -> None:
+        """The energy keys against what the algorithm's energy can evaluate (its class
+        attributes above); each failure names its key. Changes nothing. Each algorithm's
+        `build()` calls it, before building anything."""
+        if self.energy_function_type == "advantage" and not self.has_value_function:
+            raise ConfigError(f"energy_function_type: {self.algorithm} has no V function; use 'q'")
+        if self.energy_needs_log_prob:
+            for spec in self.actor_configs or []:
+                cls = ACTOR_TYPES.get(spec.get("type"))
+                if cls is not None and not cls.has_log_prob:
+                    usable = sorted(name for name, c in ACTOR_TYPES.items() if c.has_log_prob)
+                    raise ConfigError(
+                        f"actor_configs: {self.algorithm}'s energy needs log pi(a|s); actor type "
+                        f"{spec['type']!r} has none (use one of {usable})"
+                    )
+
+    def resolve(self) -> None:
+        """Fill in what the config leaves to the run, in place, once, after `check()`: a single
+        W2 weight (`w2_weights`, `settle_w2_weights`) becomes one per actor i >= 1, and a null
+        `energy_normalize_q` the algorithm's default (`default_energy_normalize_q`). Resolving
+        a resolved config changes nothing."""
+        n_chain = self.num_actors - 1
+        self.w2_weights = _one_per_chain_actor(self.w2_weights, n_chain)
+        if self.settle_w2_weights is not None:
+            self.settle_w2_weights = _one_per_chain_actor(self.settle_w2_weights, n_chain)
+        if self.energy_normalize_q is None:
+            self.energy_normalize_q = bool(self.default_energy_normalize_q)
+
     @property
     def total_steps(self) -> int:
         """Updates of the whole run: the joint phase, then the chain's settle phase."""
         return self.max_timesteps + self.settle_steps
+
+
+def _one_per_chain_actor(weights: list[float], n_chain: int) -> list[float]:
+    """A single weight given to each of `n_chain` actors (> 1); any other list as it is."""
+    return weights * n_chain if len(weights) == 1 and n_chain > 1 else weights
 
 
 def load_algorithm(name: str) -> ModuleType:
@@ -281,7 +325,8 @@ def _check_keys(cls: type, values: dict[str, Any], source: str) -> None:
 
 
 def parse_config(argv: list[str] | None = None) -> PogoConfig:
-    """YAML file (`--config_path`) overridden by `--key value` pairs -> the algorithm's Config."""
+    """YAML file (`--config_path`) overridden by `--key value` pairs -> the algorithm's Config,
+    checked, then resolved."""
     argv = sys.argv[1:] if argv is None else list(argv)
     config_path, cli = _parse_cli(argv)
     from_file = _read_yaml(config_path) if config_path else {}
@@ -290,13 +335,15 @@ def parse_config(argv: list[str] | None = None) -> PogoConfig:
     _check_keys(cls, from_file, config_path or "")
     _check_keys(cls, cli, "command line")
     values = {**from_file, **cli}
-    if isinstance(values.get("w2_weights"), (int, float)):
-        values["w2_weights"] = [values["w2_weights"]]
+    for key in ("w2_weights", "settle_w2_weights"):  # a scalar: one weight for every actor
+        if isinstance(values.get(key), (int, float)):
+            values[key] = [values[key]]
     try:
         config = pyrallis.decode(cls, values)
     except Exception as err:  # pyrallis wraps the offending field and value in its message
         raise ConfigError(_decode_error_line(err)) from None
     config.check()
+    config.resolve()
     return config
 
 

@@ -25,12 +25,7 @@ from algorithms.networks import (
 )
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import ConfigError, PogoConfig
-from algorithms.offline.interface import (
-    TensorBatch,
-    TrainerBase,
-    q_energy,
-    resolve_energy_config,
-)
+from algorithms.offline.interface import TensorBatch, TrainerBase, q_energy
 from algorithms.offline.utils_pytorch import soft_update
 
 #: CORL's policy: log_std = multiplier * head + offset, the offset starting here
@@ -39,6 +34,10 @@ LOG_STD_OFFSET = -1.0
 
 @dataclass
 class Config(PogoConfig):
+    # the energy has the actor loss's entropy term and Q scale (raw Q)
+    energy_needs_log_prob = True
+    default_energy_normalize_q = False
+
     algorithm: str = "cql"
     # CORL's policy_lr
     actor_lr: float = 3e-5
@@ -302,8 +301,7 @@ def build(
     config: Config, state_dim: int, action_dim: int, max_action: float, device: str
 ) -> ContinuousCQL:
     """CORL's CQL networks, built and initialised in CORL's order (critic 1, critic 2, actor)."""
-    # the energy has the actor loss's entropy term and Q scale
-    resolve_energy_config(config, has_value_function=False, normalize_q=False, needs_log_prob=True)
+    config.check_energy()
     critics = []
     for _ in range(2):
         critic = FullyConnectedQFunction(state_dim, action_dim, n_hidden=config.q_n_hidden_layers)

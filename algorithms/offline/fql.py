@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import optax
 
 from algorithms.offline.config import ConfigError, PogoConfig
-from algorithms.offline.interface import resolve_energy_config
 from algorithms.offline.pogo_policies_jax import FQL_INIT, EnsembleQ, FlowField, OneStepPolicy
 from algorithms.offline.utils_jax import AlgorithmInterface, Batch, Log, Params, q_energy
 from algorithms.offline.utils_jax import check_jax_config as _check_jax_config
@@ -54,6 +53,11 @@ class Config(PogoConfig):
     normalize_q_loss: bool = False
     # chain W2: the shared-noise coupling (an upper bound of W2^2) between one-step policies
     w2_method: str = "shared_noise"
+
+    @property
+    def default_energy_normalize_q(self) -> bool:
+        """`energy_normalize_q` when null: `normalize_q_loss`, as FQL's own Q loss."""
+        return self.normalize_q_loss
 
     def check(self) -> None:
         super().check()
@@ -208,7 +212,7 @@ class FQL(AlgorithmInterface):
 
 def make(config: Config, state_dim: int, action_dim: int, max_action: float) -> FQL:
     """The JAX trainer (pogo_multi_jax's counterpart of `build`)."""
-    resolve_energy_config(config, has_value_function=False, normalize_q=config.normalize_q_loss)
+    config.check_energy()
     return FQL(config, state_dim, action_dim, max_action)
 
 

@@ -2,10 +2,14 @@
 
 An algorithm module exposes:
   * `Config`: a dataclass extending `PogoConfig` with the algorithm's own hyperparameters
-    (CORL's names and defaults);
-  * `build(config, state_dim, action_dim, max_action, device) -> Trainer`.
+    (CORL's names and defaults), its own `check()` (calling `super().check()`), and what its
+    energy can do as class attributes (`has_value_function`, `energy_needs_log_prob`,
+    `default_energy_normalize_q`: read by `PogoConfig.check_energy` and `PogoConfig.resolve`);
+  * `build(config, state_dim, action_dim, max_action, device) -> Trainer`: builds the networks
+    and the trainer from a checked, resolved config, and never writes to the config.
 
 The main never branches on the algorithm's name: it only uses the `Trainer` protocol below.
+The JAX algorithms (ReBRAC, FQL) present the same names: `utils_jax.AlgorithmInterface`.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from typing import Any, Protocol
 
 import torch
 
-from algorithms.networks.actors import ACTOR_TYPES, BaseActor
-from algorithms.offline.config import ConfigError, PogoConfig
+from algorithms.networks.actors import BaseActor
+from algorithms.offline.config import PogoConfig
 
 TensorBatch = list[
     torch.Tensor
@@ -84,26 +88,6 @@ class TrainerBase:
             for name in self.tensors:
                 getattr(self, name).copy_(state_dict[name])
         self.total_it = state_dict["total_it"]
-
-
-def resolve_energy_config(
-    config: PogoConfig, has_value_function: bool, normalize_q: bool, needs_log_prob: bool = False
-) -> None:
-    """Check the energy keys against what the algorithm can evaluate, before any training;
-    fill in `energy_normalize_q` with the base actor loss's choice when it is null (logged)."""
-    if config.energy_function_type == "advantage" and not has_value_function:
-        raise ConfigError(f"energy_function_type: {config.algorithm} has no V function; use 'q'")
-    if needs_log_prob:
-        for spec in config.actor_configs or []:
-            cls = ACTOR_TYPES.get(spec.get("type"))
-            if cls is not None and not cls.has_log_prob:
-                usable = sorted(name for name, c in ACTOR_TYPES.items() if c.has_log_prob)
-                raise ConfigError(
-                    f"actor_configs: {config.algorithm}'s energy needs log pi(a|s); actor type "
-                    f"{spec['type']!r} has none (use one of {usable})"
-                )
-    if config.energy_normalize_q is None:
-        config.energy_normalize_q = normalize_q
 
 
 def q_energy(q: torch.Tensor, normalize: bool, scale: float = 1.0) -> torch.Tensor:

@@ -16,12 +16,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from algorithms.networks import DeterministicMLP, GaussianMLP, TwinQ, ValueFunction, get_action
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import PogoConfig
-from algorithms.offline.interface import (
-    TensorBatch,
-    TrainerBase,
-    q_energy,
-    resolve_energy_config,
-)
+from algorithms.offline.interface import TensorBatch, TrainerBase, q_energy
 from algorithms.offline.utils_pytorch import soft_update
 
 EXP_ADV_MAX = 100.0
@@ -29,6 +24,12 @@ EXP_ADV_MAX = 100.0
 
 @dataclass
 class Config(PogoConfig):
+    has_value_function = True  # the advantage energy -(Q - V)
+    # IQL's own actor loss (advantage-weighted regression) has no Q scale to follow. Raw -Q
+    # (hundreds on locomotion data) outweighs w2_weights' W2^2 and the chain leaves the data
+    # (docs/chain_study_history.md): divide by mean|Q| as TD3+BC does.
+    default_energy_normalize_q = True
+
     algorithm: str = "iql"
     # inverse temperature of the advantage weights (small: BC, large: greedy w.r.t. Q)
     beta: float = 3.0
@@ -150,10 +151,7 @@ def build(
     config: Config, state_dim: int, action_dim: int, max_action: float, device: str
 ) -> ImplicitQLearning:
     """CORL's IQL networks, built in CORL's order (Q, V, actor) so one seed gives one start."""
-    # IQL's own actor loss (advantage-weighted regression) has no Q scale to follow. Raw -Q
-    # (hundreds on locomotion data) outweighs w2_weights' W2^2 and the chain leaves the data
-    # (docs/chain_study_history.md): divide by mean|Q| as TD3+BC does.
-    resolve_energy_config(config, has_value_function=True, normalize_q=True)
+    config.check_energy()
     q_network = TwinQ(state_dim, action_dim).to(device)
     v_network = ValueFunction(state_dim).to(device)
     actor_cls = DeterministicMLP if config.iql_deterministic else GaussianMLP

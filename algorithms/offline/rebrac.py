@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import optax
 
 from algorithms.offline.config import ConfigError, PogoConfig
-from algorithms.offline.interface import resolve_energy_config
 from algorithms.offline.pogo_policies_jax import DeterministicActor, EnsembleQ
 from algorithms.offline.utils_jax import AlgorithmInterface, Batch, Log, Params, q_energy
 from algorithms.offline.utils_jax import check_jax_config as _check_jax_config
@@ -53,6 +52,11 @@ class Config(PogoConfig):
     policy_freq: int = 2
     # divide Q in actor 0's loss by mean|Q| (stop-gradient)
     normalize_q: bool = True
+
+    @property
+    def default_energy_normalize_q(self) -> bool:
+        """`energy_normalize_q` when null: `normalize_q`, as ReBRAC's own actor loss."""
+        return self.normalize_q
 
     def check(self) -> None:
         super().check()
@@ -169,7 +173,7 @@ class ReBRAC(AlgorithmInterface):
 
 def make(config: Config, state_dim: int, action_dim: int, max_action: float) -> ReBRAC:
     """The JAX trainer (pogo_multi_jax's counterpart of `build`)."""
-    resolve_energy_config(config, has_value_function=False, normalize_q=config.normalize_q)
+    config.check_energy()
     return ReBRAC(config, state_dim, action_dim, max_action)
 
 

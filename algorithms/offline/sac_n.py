@@ -23,17 +23,16 @@ import torch.nn as nn
 from algorithms.networks import EnsembleCritic, TanhGaussianMLP, VectorizedLinear
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import ConfigError, PogoConfig
-from algorithms.offline.interface import (
-    TensorBatch,
-    TrainerBase,
-    q_energy,
-    resolve_energy_config,
-)
+from algorithms.offline.interface import TensorBatch, TrainerBase, q_energy
 from algorithms.offline.utils_pytorch import soft_update
 
 
 @dataclass
 class Config(PogoConfig):
+    # the energy has the actor loss's entropy term and Q scale (raw Q)
+    energy_needs_log_prob = True
+    default_energy_normalize_q = False
+
     algorithm: str = "sac_n"
     # total updates (CORL: num_epochs 3000 x num_updates_on_epoch 1000)
     max_timesteps: int = 3_000_000
@@ -217,7 +216,6 @@ def build(
     trainer_cls: type = SACN,
 ) -> SACN:
     """SAC-N's trainer (or a subclass's, EDAC's) on CORL's networks."""
-    # the energy has the actor loss's entropy term and Q scale
-    resolve_energy_config(config, has_value_function=False, normalize_q=False, needs_log_prob=True)
+    config.check_energy()
     actor, critic = build_networks(config, state_dim, action_dim, max_action, device)
     return trainer_cls(actor, critic, config, device)

@@ -15,17 +15,14 @@ import torch.nn.functional as F
 from algorithms.networks import DeterministicMLP, FullyConnectedQFunction, get_action
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import PogoConfig
-from algorithms.offline.interface import (
-    TensorBatch,
-    TrainerBase,
-    q_energy,
-    resolve_energy_config,
-)
+from algorithms.offline.interface import TensorBatch, TrainerBase, q_energy
 from algorithms.offline.utils_pytorch import soft_update
 
 
 @dataclass
 class Config(PogoConfig):
+    default_energy_normalize_q = True  # normalised as TD3+BC's own actor loss
+
     algorithm: str = "td3_bc"
     # weight of Q in the actor loss (lambda = alpha / mean|Q|)
     alpha: float = 2.5
@@ -121,8 +118,7 @@ def build(
     config: Config, state_dim: int, action_dim: int, max_action: float, device: str
 ) -> TD3_BC:
     """CORL's TD3+BC networks, built in CORL's order (actor, critic 1, critic 2)."""
-    # normalised as TD3+BC's own actor loss
-    resolve_energy_config(config, has_value_function=False, normalize_q=True)
+    config.check_energy()
     actor = DeterministicMLP(state_dim, action_dim, max_action).to(device)
     critic_1 = FullyConnectedQFunction(state_dim, action_dim).to(device)
     critic_2 = FullyConnectedQFunction(state_dim, action_dim).to(device)
