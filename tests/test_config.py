@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 
+from algorithms.errors import WandbError
 from algorithms.offline.config import ALGORITHMS, ConfigError, load_algorithm, parse_config
 from algorithms.offline.run_io import init_wandb
 
@@ -102,7 +103,7 @@ def test_wandb_without_account_names_the_ways_out(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
-    with pytest.raises(ConfigError, match=r"--no_wandb.*WANDB_MODE=offline"):
+    with pytest.raises(WandbError, match=r"use_wandb: .*--no_wandb.*WANDB_MODE=offline"):
         init_wandb(parse_config([]), tmp_path)
 
 
