@@ -49,8 +49,9 @@ COMMON_KEYS = (
     "use_wandb",
     "project",
 )
-#: the chain: a starting point, not tuned values
-CHAIN: dict[str, Any] = {"num_actors": 3, "w2_weights": [10.0, 10.0]}
+#: the chain: a starting point, not tuned values. Per-actor lists (w2_weights,
+#: settle_w2_weights) hold one value, every chain actor's, so `--num_actors N` alone works.
+CHAIN: dict[str, Any] = {"num_actors": 3, "w2_weights": [10.0]}
 #: settings the chain study chose (docs/chain_study.md), per algorithm. The settle phase: 10k
 #: updates of the chain alone after the joint phase. By default at the joint phase's weight with
 #: a cosine learning rate ("anchor"): each link converges onto its predecessor plus a small step
@@ -63,7 +64,7 @@ STUDIED: dict[str, dict[str, Any]] = {
     algorithm: {
         "eval_mode": "mean",
         "settle_steps": 10_000,
-        "settle_w2_weights": [10.0, 10.0],
+        "settle_w2_weights": [10.0],
         "settle_lr_schedule": "cosine",
     }
     for algorithm in ("iql", "td3_bc")
@@ -72,12 +73,12 @@ STUDIED: dict[str, dict[str, Any]] = {
 #: optimiser's noise (TD3+BC's energy carries its alpha = 2.5, so its 0.25 is IQL's 0.1). It gains
 #: most where Q holds off the data and loses where it does not.
 LARGE_SETTLE_STEP: dict[str, dict[str, Any]] = {
-    "iql": {"settle_w2_weights": [0.1, 0.1], "settle_lr_schedule": "constant"},
-    "td3_bc": {"settle_w2_weights": [0.25, 0.25], "settle_lr_schedule": "constant"},
+    "iql": {"settle_w2_weights": [0.1], "settle_lr_schedule": "constant"},
+    "td3_bc": {"settle_w2_weights": [0.25], "settle_lr_schedule": "constant"},
 }
 #: the firm anchor: ten times the anchor's weight, for where every step on Q lost (the chain
 #: then stays closest to actor 0).
-FIRM_ANCHOR: dict[str, Any] = {"settle_w2_weights": [100.0, 100.0], "settle_lr_schedule": "cosine"}
+FIRM_ANCHOR: dict[str, Any] = {"settle_w2_weights": [100.0], "settle_lr_schedule": "cosine"}
 #: the firm anchor with each chain actor starting the settle phase as a copy of actor 0: Adam
 #: shrinks the distance the joint phase left at the same pace at weight 10 or 100, so only a start
 #: at actor 0 brings the chain onto it (W2^2 ~1e-7 instead of ~1e-3 after the 10k updates).

@@ -2,6 +2,7 @@
 checking changes nothing, resolving is one step of its own."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,9 @@ from algorithms.errors import WandbError
 from algorithms.offline.config import ALGORITHMS, ConfigError, load_algorithm, parse_config
 from algorithms.offline.run_io import init_wandb
 
+ROOT = Path(__file__).resolve().parents[1]
+#: every generated config (configs/offline/pogo_multi/<env>/<dataset>_v2_<algo>.yaml)
+GENERATED_CONFIGS = sorted((ROOT / "configs" / "offline").rglob("*.yaml"))
 #: `energy_normalize_q` when null: what each algorithm's own actor loss does
 ENERGY_NORMALIZE_Q_DEFAULTS = {
     "iql": True,  # the chain study's pilot (IQL's loss has no Q scale)
@@ -177,3 +181,14 @@ def test_build_writes_nothing_into_the_config(algorithm):
     before = dataclasses.asdict(config)
     load_algorithm(algorithm).build(config, 4, 2, 1.0, "cpu")
     assert dataclasses.asdict(config) == before
+
+
+@pytest.mark.parametrize(
+    "path", GENERATED_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs"))
+)
+def test_generated_config_takes_num_actors_alone(path):
+    """`--num_actors N` with no other override: per-actor lists hold one value for all."""
+    config = parse_config(["--config_path", str(path), "--num_actors", "5"])
+    assert config.num_actors == 5 and len(config.w2_weights) == 4
+    if config.settle_w2_weights is not None:
+        assert len(config.settle_w2_weights) == 4
