@@ -251,7 +251,8 @@ class ActorChain:
             "stream": self.stream.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+    def check_state(self, state: dict[str, Any], source: Path) -> None:
+        """Refuse a saved chain this one cannot load (the other layout), naming the fix."""
         saved = [sorted(t) for t in state["targets"]]
         if saved != [sorted(t.state_dict()) for t in self.targets]:
             layout = "one stacked ensemble" if self.vectorized else "one module per actor"
@@ -260,6 +261,9 @@ class ActorChain:
                 f"({layout}, vectorize_chain: {self.config.vectorize_chain}); resume with "
                 f"--vectorize_chain {str(not self.vectorized).lower()}"
             )
+
+    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        self.check_state(state, source)
         for actor, actor_state in zip(self.chain, state["actors"]):
             actor.load_state_dict(actor_state)  # writes through into the stacked tensors
         for i, target in enumerate(self.targets):
@@ -305,13 +309,18 @@ class Run:
             "config": dataclasses.asdict(self.config),
         }
 
-    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+    def check_state(self, state: dict[str, Any], source: Path) -> None:
+        """Refuse a checkpoint of other data or another chain layout, before anything is written."""
         for key in ("state_mean", "state_std"):
             if not np.array_equal(state[key], getattr(self, key)):
                 raise CheckpointError(
                     f"resume: the dataset's {key} differs from the one in {source}; "
                     "resume on the same dataset or use --overwrite"
                 )
+        self.chain.check_state(state["chain"], source)
+
+    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        self.check_state(state, source)
         self.trainer.load_state_dict(state["trainer"])
         self.chain.load_state_dict(state["chain"], source)
         self.buffer.load_state_dict(state["buffer"])
@@ -344,20 +353,20 @@ def setup(config: PogoConfig) -> Run:
         root / "checkpoints", config.keep_checkpoints, (config.max_timesteps,)
     )
     run = Run(
-        config,
-        trainer,
-        chain,
-        buffer,
-        None,
-        checkpoints,
-        root,
-        env_id,
-        family,
-        state_mean,
-        state_std,
-        device,
+        config=config,
+        trainer=trainer,
+        chain=chain,
+        buffer=buffer,
+        logger=RunLogger(root, config),
+        checkpoints=checkpoints,
+        root=root,
+        env_id=env_id,
+        family=family,
+        state_mean=state_mean,
+        state_std=state_std,
+        device=device,
     )
-    if config.resume:
+    if config.resume:  # checked as it loads: a checkpoint that does not fit fails before writing
         if config.resume_step is None:
             state, path = checkpoints.load_latest()
         else:
@@ -365,11 +374,10 @@ def setup(config: PogoConfig) -> Run:
         run.load_state_dict(state, path)
         print(f"resuming {root} from {path.name} (step {run.step})")
     wandb_run = init_wandb(config, root) if config.use_wandb else None
-    prepare_run_dir(config)
-    run.logger = RunLogger(root, config, wandb_run)
+    prepare_run_dir(config)  # the first write
+    run.logger.start(wandb_run, resumed_at=run.step if config.resume else None)
     if config.resume:
-        run.logger.truncate_after(run.step)  # rows written after the checkpoint come again
-        checkpoints.drop_after(run.step)  # and so do the checkpoints (with resume_step)
+        checkpoints.drop_after(run.step)  # checkpoints after it come again (with resume_step)
     return run
 
 
@@ -414,6 +422,8 @@ def after_update(run: Run, t: int, log: dict[str, float]) -> None:
     run.progress.update()
     if t % config.eval_freq == 0 or t in (config.max_timesteps, config.total_steps):
         evaluate(run)
+        save_checkpoint(run)
+        release_free_memory()
     if run.stop.received:
         run.progress.close()
         run.logger.close()
@@ -422,7 +432,7 @@ def after_update(run: Run, t: int, log: dict[str, float]) -> None:
 
 
 def evaluate(run: Run) -> None:
-    """Evaluate every actor of the chain on the same episodes, log, and checkpoint."""
+    """Evaluate every actor of the chain on the same episodes, and log the scores."""
     config = run.config
     returns = evaluate_actors(
         run.chain.actors,
@@ -438,8 +448,6 @@ def evaluate(run: Run) -> None:
     run.scores = scores
     run.logger.log_eval(run.step, returns, scores)
     run.clock = report_eval(run.progress, run.step, scores, run.clock)
-    save_checkpoint(run)
-    release_free_memory()
 
 
 def save_checkpoint(run: Run) -> Path:

@@ -138,21 +138,25 @@ def _has_wandb_key() -> bool:
 class RunLogger:
     """Writes `logs/eval.csv` (one row per step and actor), `logs/train.jsonl`, and to wandb."""
 
-    def __init__(self, root: Path, config: PogoConfig, wandb_run=None):
+    def __init__(self, root: Path, config: PogoConfig):
+        self.config = config
         self.logs = root / "logs"
-        dump_config(config, self.logs / "config.yaml")
         self.eval_path = self.logs / "eval.csv"
         self.train_path = self.logs / "train.jsonl"
+        self.wandb_run = None
+
+    def start(self, wandb_run=None, resumed_at: int | None = None) -> None:
+        """Write the resolved config and the CSV header (nothing before this writes); a run
+        resumed at a step drops the rows logged after it, which it logs again."""
+        dump_config(self.config, self.logs / "config.yaml")
         if not self.eval_path.exists():
             with self.eval_path.open("w", newline="") as f:
                 csv.writer(f).writerow(EVAL_COLUMNS)
         self.wandb_run = wandb_run
         if wandb_run is not None:
             (self.logs / "wandb_id").write_text(wandb_run.id + "\n")
-
-    def truncate_after(self, step: int) -> None:
-        """Drop rows logged after `step` (a resumed run repeats them from its checkpoint)."""
-        truncate_logs(self.logs, step)
+        if resumed_at is not None:
+            truncate_logs(self.logs, resumed_at)
 
     def log_train(self, step: int, values: dict[str, float]) -> None:
         with self.train_path.open("a") as f:
