@@ -20,9 +20,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from algorithms.datasets.d4rl import qlearning_dataset  # noqa: E402
-from algorithms.offline import pogo_multi_jax, pogo_multi_main, results, w2  # noqa: E402
+from algorithms.offline import fql, pogo_multi_jax, pogo_multi_main, rebrac, results, w2  # noqa: E402
 from algorithms.offline import utils_jax as uj  # noqa: E402
-from algorithms.offline.config import parse_config  # noqa: E402
+from algorithms.offline.config import ConfigError, parse_config  # noqa: E402
+from algorithms.offline.interface import Trainer  # noqa: E402
 from algorithms.offline.pogo_policies_jax import DeterministicActor, OneStepPolicy  # noqa: E402
 from algorithms.offline.run_io import EVAL_COLUMNS  # noqa: E402
 
@@ -199,7 +200,7 @@ def test_rebrac_energy_is_normalised_min_q(runs):
     algo, base = run.algo, run.carry["base"]
     states = _batch_states(run)  # [B, S]
     params = run.chain.actor(run.carry["chain"], 1)
-    energy = algo.energy(base, params, states, jax.random.PRNGKey(0))
+    energy = algo.compute_energy_function(base, params, states, jax.random.PRNGKey(0))
     actions = algo.actor.apply(params, states)  # [B, A]
     q = np.asarray(algo.critic.apply(base["critic"], states, actions)).min(0)  # [B]
     np.testing.assert_allclose(np.asarray(energy), -q / np.abs(q).mean(), rtol=1e-5)
@@ -213,7 +214,8 @@ def test_fql_energy_is_mean_q_at_the_clipped_one_step_action(runs, normalize):
     try:
         states = _batch_states(run)
         key = jax.random.PRNGKey(3)
-        energy = np.asarray(algo.energy(base, algo.actor_params(base), states, key))
+        energy = algo.compute_energy_function(base, algo.actor_params(base), states, key)
+        energy = np.asarray(energy)
     finally:
         algo.config.energy_normalize_q = True
     noise = jax.random.normal(key, (states.shape[0], algo.action_dim))  # [B, A]
@@ -373,6 +375,28 @@ def test_pytorch_main_points_jax_algorithms_to_the_jax_main(synthetic_dataset, t
     ):
         pogo_multi_main.main(argv)
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("module", [rebrac, fql], ids=["rebrac", "fql"])
+def test_jax_algorithms_present_the_pytorch_names(module):
+    """One name per idea: `build` (no `make`), and the trainer's `train`,
+    `compute_energy_function`, `make_actor_optimizer`, `policy_freq`, `actor`."""
+    name = module.__name__.rsplit(".", 1)[-1]
+    config = parse_config(["--algorithm", name, *TINY[name]])
+    assert not hasattr(module, "make")
+    algo = module.build(config, 3, 2, 1.0)
+    assert isinstance(algo, uj.AlgorithmInterface) and algo.device is None
+    trainer_names = {"train", "compute_energy_function", "make_actor_optimizer"}
+    trainer_names |= {"policy_freq", "actor"}
+    assert trainer_names <= set(dir(Trainer)) | set(Trainer.__annotations__)
+    for attribute in trainer_names:
+        assert hasattr(algo, attribute), attribute
+    assert not hasattr(algo, "energy") and not hasattr(algo, "update")
+    assert module.build(config, 3, 2, 1.0, jax.devices("cpu")[0]).device.platform == "cpu"
+    before = dict(vars(config))
+    with pytest.raises(ConfigError, match=f"algorithm: {name} is a JAX algorithm; run python"):
+        module.build(config, 3, 2, 1.0, "cpu")  # the PyTorch main's torch device
+    assert vars(config) == before  # build writes nothing into the config
 
 
 def test_shipped_configs_carry_the_references_values():

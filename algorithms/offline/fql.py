@@ -21,7 +21,14 @@ import optax
 
 from algorithms.offline.config import ConfigError, PogoConfig
 from algorithms.offline.pogo_policies_jax import FQL_INIT, EnsembleQ, FlowField, OneStepPolicy
-from algorithms.offline.utils_jax import AlgorithmInterface, Batch, Log, Params, q_energy
+from algorithms.offline.utils_jax import (
+    AlgorithmInterface,
+    Batch,
+    Log,
+    Params,
+    check_build_device,
+    q_energy,
+)
 from algorithms.offline.utils_jax import check_jax_config as _check_jax_config
 
 #: run by pogo_multi_jax, not pogo_multi_main
@@ -78,8 +85,15 @@ class FQL(AlgorithmInterface):
     policy_freq = 1
     actor_sees_critic_before_update = True  # critic and actors take one joint step
 
-    def __init__(self, config: Config, state_dim: int, action_dim: int, max_action: float):
-        super().__init__(config, state_dim, action_dim, max_action)
+    def __init__(
+        self,
+        config: Config,
+        state_dim: int,
+        action_dim: int,
+        max_action: float,
+        device: jax.Device | None = None,
+    ):
+        super().__init__(config, state_dim, action_dim, max_action, device)
         hidden = tuple(config.actor_hidden_dims)
         self.actor = OneStepPolicy(action_dim, hidden, config.actor_layer_norm, "gelu", FQL_INIT)
         self.flow = FlowField(action_dim, hidden, config.actor_layer_norm, "gelu", FQL_INIT)
@@ -110,7 +124,7 @@ class FQL(AlgorithmInterface):
     def actor_params(self, state: dict[str, Any]) -> Params:
         return state["actor"]
 
-    def actor_optimizer(self) -> optax.GradientTransformation:
+    def make_actor_optimizer(self) -> optax.GradientTransformation:
         return self.actor_tx
 
     def one_step_actions(self, params: Params, states: jax.Array, key: jax.Array) -> jax.Array:
@@ -200,7 +214,7 @@ class FQL(AlgorithmInterface):
             "actor_opt": actor_opt,
         }, log
 
-    def energy(
+    def compute_energy_function(
         self, state: dict[str, Any], actor_params: Params, states: jax.Array, key: jax.Array
     ) -> jax.Array:
         """`-Q(s, clip(mu(s, z)))` per state [B], Q the critics' mean (FQL's actor loss), divided
@@ -210,14 +224,15 @@ class FQL(AlgorithmInterface):
         return q_energy(q, normalize=bool(self.config.energy_normalize_q))
 
 
-def make(config: Config, state_dim: int, action_dim: int, max_action: float) -> FQL:
-    """The JAX trainer (pogo_multi_jax's counterpart of `build`)."""
+def build(
+    config: Config,
+    state_dim: int,
+    action_dim: int,
+    max_action: float,
+    device: jax.Device | None = None,
+) -> FQL:
+    """The JAX trainer (`utils_jax.AlgorithmInterface`), run by pogo_multi_jax; `device`: where
+    its state lives (None: JAX's default). The PyTorch main is told to run pogo_multi_jax."""
+    check_build_device(config, device)
     config.check_energy()
-    return FQL(config, state_dim, action_dim, max_action)
-
-
-def build(*args: Any, **kwargs: Any):
-    """The PyTorch main's entry point: FQL is JAX, so say where it runs."""
-    raise ConfigError(
-        "algorithm: fql is a JAX algorithm; run python -m algorithms.offline.pogo_multi_jax"
-    )
+    return FQL(config, state_dim, action_dim, max_action, device)

@@ -84,7 +84,7 @@ class Chain:
         self.config = config
         self.n = config.num_actors - 1
         self.w2_method = w2_method
-        self.tx = algo.actor_optimizer()
+        self.tx = algo.make_actor_optimizer()
         self.weights = jnp.asarray(config.w2_weights[: self.n], jnp.float32)  # [N-1]
 
     def init(self, actor0: Any) -> dict[str, Any]:
@@ -107,7 +107,7 @@ class Chain:
 
         def loss(params, previous_params, weight, key):
             energy_key, w2_key = jax.random.split(key)
-            energy = algo.energy(base, params, states, energy_key).mean()
+            energy = algo.compute_energy_function(base, params, states, energy_key).mean()
             w2 = w2_squared(
                 algo.actor,
                 params,
@@ -155,7 +155,7 @@ def make_update(algo: AlgorithmInterface, chain: Chain, batch_size: int):
         chain_key, chain_sub = jax.random.split(keys["chain"])
         batch: Batch = sample_batch(data, batch_sub, batch_size)
         actor_step = (t - 1) % algo.policy_freq == 0
-        base, critic_log, actor_log = algo.update(carry["base"], batch, base_sub, actor_step)
+        base, critic_log, actor_log = algo.train(carry["base"], batch, base_sub, actor_step)
         links = carry["chain"]
         if chain.n:
             shapes = jax.eval_shape(chain.update, base, links, batch["states"], chain_sub)[1]
@@ -227,7 +227,7 @@ def setup(config: PogoConfig) -> Run:
     obs_dim, action_dim, max_action = env_dims(env_id)
     dataset, state_mean, state_std = load_data(config, obs_dim, action_dim, env_id)
 
-    algo: AlgorithmInterface = module.make(config, obs_dim, action_dim, max_action)
+    algo: AlgorithmInterface = module.build(config, obs_dim, action_dim, max_action, device)
     try:
         w2_method = resolve_w2_method(algo.actor, algo.actor, config.w2_method)
     except ValueError as err:

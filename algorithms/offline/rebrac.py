@@ -18,7 +18,14 @@ import optax
 
 from algorithms.offline.config import ConfigError, PogoConfig
 from algorithms.offline.pogo_policies_jax import DeterministicActor, EnsembleQ
-from algorithms.offline.utils_jax import AlgorithmInterface, Batch, Log, Params, q_energy
+from algorithms.offline.utils_jax import (
+    AlgorithmInterface,
+    Batch,
+    Log,
+    Params,
+    check_build_device,
+    q_energy,
+)
 from algorithms.offline.utils_jax import check_jax_config as _check_jax_config
 
 #: run by pogo_multi_jax, not pogo_multi_main
@@ -73,8 +80,15 @@ class ReBRAC(AlgorithmInterface):
     actor_sees_critic_before_update = False  # TD3-style: the actor sees the updated critic
     needs_next_actions = True  # the critic target's BC penalty
 
-    def __init__(self, config: Config, state_dim: int, action_dim: int, max_action: float):
-        super().__init__(config, state_dim, action_dim, max_action)
+    def __init__(
+        self,
+        config: Config,
+        state_dim: int,
+        action_dim: int,
+        max_action: float,
+        device: jax.Device | None = None,
+    ):
+        super().__init__(config, state_dim, action_dim, max_action, device)
         self.policy_freq = config.policy_freq
         self.actor = DeterministicActor(
             action_dim,
@@ -106,7 +120,7 @@ class ReBRAC(AlgorithmInterface):
     def actor_params(self, state: dict[str, Any]) -> Params:
         return state["actor"]
 
-    def actor_optimizer(self) -> optax.GradientTransformation:
+    def make_actor_optimizer(self) -> optax.GradientTransformation:
         return self.actor_tx
 
     def update_critic(
@@ -162,7 +176,7 @@ class ReBRAC(AlgorithmInterface):
             ),
         }, {"actor_loss": loss, "bc_mse_policy": bc_mse}
 
-    def energy(
+    def compute_energy_function(
         self, state: dict[str, Any], actor_params: Params, states: jax.Array, key: jax.Array
     ) -> jax.Array:
         """`-min Q(s, pi(s)) / mean|min Q|` per state [B] (`-min Q` if not normalised)."""
@@ -171,14 +185,15 @@ class ReBRAC(AlgorithmInterface):
         return q_energy(q, normalize=bool(self.config.energy_normalize_q))
 
 
-def make(config: Config, state_dim: int, action_dim: int, max_action: float) -> ReBRAC:
-    """The JAX trainer (pogo_multi_jax's counterpart of `build`)."""
+def build(
+    config: Config,
+    state_dim: int,
+    action_dim: int,
+    max_action: float,
+    device: jax.Device | None = None,
+) -> ReBRAC:
+    """The JAX trainer (`utils_jax.AlgorithmInterface`), run by pogo_multi_jax; `device`: where
+    its state lives (None: JAX's default). The PyTorch main is told to run pogo_multi_jax."""
+    check_build_device(config, device)
     config.check_energy()
-    return ReBRAC(config, state_dim, action_dim, max_action)
-
-
-def build(*args: Any, **kwargs: Any):
-    """The PyTorch main's entry point: ReBRAC is JAX, so say where it runs."""
-    raise ConfigError(
-        "algorithm: rebrac is a JAX algorithm; run python -m algorithms.offline.pogo_multi_jax"
-    )
+    return ReBRAC(config, state_dim, action_dim, max_action, device)

@@ -35,11 +35,31 @@ Log = dict[str, jax.Array]  # scalar losses
 
 
 class AlgorithmInterface(abc.ABC):
-    """What a JAX base algorithm gives the chain; every method is pure and traced under `jit`.
+    """What a JAX base algorithm gives the chain: the JAX twin of `interface.Trainer`, name for
+    name, in JAX's functional style (every method is pure and traced under `jit`).
 
     `state` is the algorithm's whole training state as a pytree (networks, targets, optimiser
-    states). The chain only ever reads actor 0's parameters and calls `energy`; the critics are
-    updated by `update_critic`/`update_actor` with actor 0 alone.
+    states), made by `init` and passed in and out, where a PyTorch trainer holds it in itself.
+
+    `interface.Trainer` (PyTorch) -> here (JAX):
+      * module `Config`, `build(config, state_dim, action_dim, max_action, device)` -> the same
+        (`device`: a `jax.Device`, or None for JAX's default);
+      * `actor` (actor 0, a module holding its weights) -> `actor` (its flax module) and
+        `actor_params(state)` (its weights);
+      * `policy_freq` -> `policy_freq`;
+      * `total_it` -> the loop's step count (`carry["step"]` in `pogo_multi_jax`);
+      * `train(batch) -> log` -> `train(state, batch, key, actor_step) -> (state, critic log,
+        actor log)`;
+      * `compute_energy_function(actor, states, actions) -> [B]` ->
+        `compute_energy_function(state, actor_params, states, key) -> [B]`;
+      * `make_actor_optimizer(actor) -> (optimizer, schedule)` -> `make_actor_optimizer() ->`
+        an optax transformation (a schedule lives inside it);
+      * `state_dict()` / `load_state_dict()` -> `init(key) -> state` (the JAX chain does not
+        checkpoint yet).
+
+    `train` is the base algorithm's whole update, made of `update_critic` and `update_actor`
+    (JAX-CORL/ReBRAC's own parts); the critics see actor 0 alone, the chain only ever reads
+    actor 0's parameters and calls `compute_energy_function`.
     """
 
     #: actor 0's flax module; chain actors i >= 1 are the same module with their own parameters
@@ -52,11 +72,19 @@ class AlgorithmInterface(abc.ABC):
     #: batches carry `next_actions`, the dataset's action at the next state (ReBRAC's critic)
     needs_next_actions: bool = False
 
-    def __init__(self, config: PogoConfig, state_dim: int, action_dim: int, max_action: float):
+    def __init__(
+        self,
+        config: PogoConfig,
+        state_dim: int,
+        action_dim: int,
+        max_action: float,
+        device: jax.Device | None = None,
+    ):
         self.config = config
         self.state_dim = state_dim
         self.action_dim = action_dim
         self.max_action = max_action
+        self.device = device
 
     @abc.abstractmethod
     def init(self, key: jax.Array) -> dict[str, Any]:
@@ -76,7 +104,7 @@ class AlgorithmInterface(abc.ABC):
         with its loss seeing the critic parameters `critic`."""
 
     @abc.abstractmethod
-    def energy(
+    def compute_energy_function(
         self, state: dict[str, Any], actor_params: Params, states: jax.Array, key: jax.Array
     ) -> jax.Array:
         """The energy [B] a chain actor with `actor_params` minimises; differentiable in them."""
@@ -85,11 +113,11 @@ class AlgorithmInterface(abc.ABC):
     def actor_params(self, state: dict[str, Any]) -> Params:
         """Actor 0's parameters in `state`."""
 
-    def actor_optimizer(self) -> optax.GradientTransformation:
+    def make_actor_optimizer(self) -> optax.GradientTransformation:
         """The optimiser the base algorithm gives actor 0 (chain actors get the same)."""
         return optax.adam(self.config.actor_lr)
 
-    def update(
+    def train(
         self, state: dict[str, Any], batch: Batch, key: jax.Array, actor_step: jax.Array
     ) -> tuple[dict[str, Any], Log, Log]:
         """The base algorithm's whole update on one batch: the critic, then (when `actor_step`)
@@ -109,6 +137,16 @@ class AlgorithmInterface(abc.ABC):
 
         new_state, actor_log = jax.lax.cond(actor_step, step, skip, new_state)
         return new_state, critic_log, actor_log
+
+
+def check_build_device(config: PogoConfig, device: Any) -> None:
+    """A JAX trainer is built for a `jax.Device` (None: JAX's default). The PyTorch main passes
+    its torch device's name: it cannot run a JAX algorithm, so say which main can."""
+    if device is not None and not isinstance(device, jax.Device):
+        raise ConfigError(
+            f"algorithm: {config.algorithm} is a JAX algorithm; run "
+            "python -m algorithms.offline.pogo_multi_jax"
+        )
 
 
 def check_jax_config(config: PogoConfig) -> None:
@@ -321,7 +359,8 @@ def sample_batch(data: dict[str, jax.Array], key: jax.Array, batch_size: int) ->
 
 
 class EvalPolicy:
-    """A JAX policy with fixed parameters seen through `ActorAPI`, so the project's
+    """A JAX policy with fixed parameters seen through the part of `ActorAPI` that evaluation
+    calls (flags, `deterministic_actions`, `sample_actions`, `train`/`eval`), so the project's
     `utils_pytorch.evaluate_actors` plays its episodes: same seeds, same lockstep episodes, the
     policy noise drawn from that actor's own evaluation stream (torch's RNG inside it)."""
 
