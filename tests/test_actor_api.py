@@ -42,6 +42,8 @@ def test_protocol_members_are_the_documented_ones():
         "actions_from_noise",
         "log_prob_actions",
         "sample_with_log_prob",
+        "network_output",
+        "at_states",
         "train",
         "eval",
     }
@@ -108,6 +110,9 @@ def _actor_attributes(function: ast.FunctionDef, actor_params: set[str]) -> set[
     """Attributes read on the actor parameters of `function` (`actor.x`, `getattr(actor, "x")`),
     also through a loop over a list of actors (`for actor in actors`)."""
     names = {a.arg for a in function.args.args + function.args.kwonlyargs} & actor_params
+    for node in ast.walk(function):  # `for actor, previous, method in links`
+        if isinstance(node, ast.For):
+            names |= {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)} & actor_params
     for node in ast.walk(function):  # `for a in actors` / `[... for a in actors]`
         loops = [node] if isinstance(node, ast.For) else getattr(node, "generators", [])
         for loop in loops:
@@ -149,6 +154,8 @@ def _calls_on_actors() -> dict[str, set[str]]:
         "algorithms/offline/w2.py": None,
         "algorithms/networks/policy_call.py": None,
         "algorithms/offline/utils_pytorch.py": {"evaluate_actors"},
+        "algorithms/offline/pogo_multi_main.py": {"link", "terms", "_link_clouds"},
+        "algorithms/networks/ensemble.py": {"_link", "__call__"},
     }
     sources.update(
         {f"algorithms/offline/{name}.py": {"compute_energy_function"} for name in ENERGY_FILES}
@@ -168,6 +175,7 @@ def test_actor_api_names_everything_called_on_an_actor():
         *(used for where, used in found.items() if "w2.py" in where)
     )
     assert any("evaluate_actors" in where for where in found)
+    assert {"network_output", "at_states"} <= found["algorithms/offline/pogo_multi_main.py:terms"]
     assert any(
         "cql.py" in where and "sample_with_log_prob" in used for where, used in found.items()
     )

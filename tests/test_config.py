@@ -11,8 +11,8 @@ from algorithms.offline.config import ALGORITHMS, ConfigError, load_algorithm, p
 from algorithms.offline.run_io import init_wandb
 
 ROOT = Path(__file__).resolve().parents[1]
-#: every generated config (configs/offline/pogo_multi/<env>/<dataset>_v2_<algo>.yaml)
-GENERATED_CONFIGS = sorted((ROOT / "configs" / "offline").rglob("*.yaml"))
+#: every shipped config: the generated ones and the quickstarts
+SHIPPED_CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 #: `energy_normalize_q` when null: what each algorithm's own actor loss does
 ENERGY_NORMALIZE_Q_DEFAULTS = {
     "iql": True,  # the chain study's pilot (IQL's loss has no Q scale)
@@ -184,9 +184,9 @@ def test_build_writes_nothing_into_the_config(algorithm):
 
 
 @pytest.mark.parametrize(
-    "path", GENERATED_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs"))
+    "path", SHIPPED_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs"))
 )
-def test_generated_config_takes_num_actors_alone(path):
+def test_shipped_config_takes_num_actors_alone(path):
     """`--num_actors N` with no other override: per-actor lists hold one value for all."""
     config = parse_config(["--config_path", str(path), "--num_actors", "5"])
     assert config.num_actors == 5 and len(config.w2_weights) == 4

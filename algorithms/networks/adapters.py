@@ -81,6 +81,16 @@ class ActorAPI(Protocol):
         """A reparameterised action [B, A] and its log pi(a|s) [B] (only with `has_log_prob`)."""
         ...
 
+    def network_output(self, states: torch.Tensor) -> torch.Tensor | None:
+        """[B, O]: the network's output at the states, which every method above derives from;
+        None when there is nothing to share (the network reads noise too, or is not one)."""
+        ...
+
+    def at_states(self, states: torch.Tensor, output: torch.Tensor | None) -> ActorAPI:
+        """The actor reading `output` as its network's output at `states` (one forward serves
+        a chain link's energy and W2); itself when `output` is None."""
+        ...
+
     def train(self, mode: bool = True) -> ActorAPI:
         """nn.Module's training switch (dropout); returns the actor."""
         ...
@@ -146,3 +156,9 @@ class PolicyAdapter(nn.Module):
 
     def sample_with_log_prob(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError("a deterministic policy has no density")
+
+    def network_output(self, states: torch.Tensor) -> None:
+        return None  # an opaque module: nothing to share
+
+    def at_states(self, states: torch.Tensor, output: torch.Tensor | None) -> PolicyAdapter:
+        return self

@@ -39,6 +39,7 @@ import optax
 
 from algorithms.datasets.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.datasets.training_data import load_data
+from algorithms.errors import PogoError
 from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
 from algorithms.offline.run_io import (
     RunLogger,
@@ -62,7 +63,6 @@ from algorithms.offline.utils_jax import (
     w2_squared,
 )
 from algorithms.offline.utils_pytorch import (
-    NonFiniteError,
     check_finite_losses,
     evaluate_actors,
     release_free_memory,
@@ -274,7 +274,8 @@ def setup(config: PogoConfig) -> Run:
 
     wandb_run = init_wandb(config, root) if config.use_wandb else None
     prepare_run_dir(config)
-    logger = RunLogger(root, config, wandb_run)
+    logger = RunLogger(root, config)
+    logger.start(wandb_run)
     return Run(
         config,
         algo,
@@ -356,12 +357,8 @@ def evaluate(run: Run) -> None:
 
 def main(argv: list[str] | None = None) -> Path:
     try:
-        run = setup(parse_config(argv))
-    except ValueError as err:  # ConfigError, DatasetError, a bad env name: one line, no trace
-        sys.exit(f"error: {err}")
-    try:
-        return train(run)
-    except NonFiniteError as err:
+        return train(setup(parse_config(argv)))
+    except PogoError as err:  # bad input (config, dataset, env, checkpoint, wandb), NaN: one line
         sys.exit(f"error: {err}")
 
 
