@@ -1,6 +1,6 @@
 """What the chain costs: updates/s with 1, 3, 5 actors, and where an update's time goes.
 
-    OMP_NUM_THREADS=1 python benchmarks/chain_overhead.py                  # the README's table
+    OMP_NUM_THREADS=1 python benchmarks/chain_overhead.py                  # docs/speed.md's table
     python benchmarks/chain_overhead.py --device cuda --threads 16         # on a GPU
     python benchmarks/chain_overhead.py --algorithms iql --actors 1 3 --steps 100   # quick look
 

@@ -34,7 +34,7 @@ from algorithms.offline.config import ConfigError, parse_config
 
 from .test_data import hopper_unhealthy
 
-# Families whose medium actor ships in algorithms/datasets/behavior_actors/ (what the README says).
+# Families whose medium actor ships in algorithms/datasets/behavior_actors/ (what docs/datasets.md says).
 SHIPPED_MEDIUM = ("halfcheetah", "hopper", "walker2d")
 
 
