@@ -130,14 +130,19 @@ def test_cql_normalised_energy_and_config_errors():
     q = torch.min(trainer.critic_1(states, pi), trainer.critic_2(states, pi))
     assert torch.allclose(energy, log_pi - q / q.abs().mean(), atol=1e-5)
 
-    config = parse_config(["--algorithm", "cql", "--energy_function_type", "advantage"])
     with pytest.raises(ConfigError, match="energy_function_type: cql has no V function"):
-        cql.build(config, S, A, 1.0, "cpu")
-    config = parse_config(
-        ["--algorithm", "cql", "--num_actors", "2", "--actor_configs", "[{type: deterministic}]"]
-    )
+        parse_config(["--algorithm", "cql", "--energy_function_type", "advantage"])
     with pytest.raises(ConfigError, match="actor_configs: cql's energy needs log pi"):
-        cql.build(config, S, A, 1.0, "cpu")
+        parse_config(
+            [
+                "--algorithm",
+                "cql",
+                "--num_actors",
+                "2",
+                "--actor_configs",
+                "[{type: deterministic}]",
+            ]
+        )
     with pytest.raises(ConfigError, match="cql_n_actions"):
         parse_config(["--algorithm", "cql", "--cql_n_actions", "0"])
 

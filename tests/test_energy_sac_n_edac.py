@@ -107,13 +107,11 @@ def test_energy_is_alpha_log_pi_minus_min_q(algorithm, normalize):
 
 @pytest.mark.parametrize("algorithm", ["sac_n", "edac"])
 def test_energy_config_errors(algorithm):
-    config = parse_config(["--algorithm", algorithm, "--energy_function_type", "advantage"])
     with pytest.raises(ConfigError, match=f"energy_function_type: {algorithm} has no V function"):
-        MODULES[algorithm].build(config, S, A, 1.0, "cpu")
+        parse_config(["--algorithm", algorithm, "--energy_function_type", "advantage"])
     argv = ["--algorithm", algorithm, "--num_actors", "2", "--actor_configs"]
-    config = parse_config([*argv, "[{type: deterministic}]"])
     with pytest.raises(ConfigError, match="actor_configs: .* needs log pi"):
-        MODULES[algorithm].build(config, S, A, 1.0, "cpu")
+        parse_config([*argv, "[{type: deterministic}]"])
     with pytest.raises(ConfigError, match="num_critics"):
         parse_config(["--algorithm", algorithm, "--num_critics", "0"])
 

@@ -142,7 +142,6 @@ def build(
     config: Config, state_dim: int, action_dim: int, max_action: float, device: str
 ) -> AdvantageWeightedActorCritic:
     """CORL's AWAC networks (3 hidden layers, default init), in CORL's order (actor, critics)."""
-    config.check_energy()
     actor = GaussianMLP(
         state_dim,
         action_dim,

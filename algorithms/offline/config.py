@@ -214,6 +214,7 @@ class PogoConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}: must be one of {allowed}, got {getattr(self, key)!r}")
+        self.check_energy()
 
     def _check_chain_weights(self, key: str, n_chain: int) -> None:
         """One W2 weight per actor i >= 1 (or a single value, for all), finite and >= 0."""
@@ -228,8 +229,7 @@ class PogoConfig:
 
     def check_energy(self) -> None:
         """The energy keys against what the algorithm's energy can evaluate (its class
-        attributes above); each failure names its key. Changes nothing. Each algorithm's
-        `build()` calls it, before building anything."""
+        attributes above); each failure names its key. Changes nothing. Part of `check()`."""
         if self.energy_function_type == "advantage" and not self.has_value_function:
             raise ConfigError(f"energy_function_type: {self.algorithm} has no V function; use 'q'")
         if self.energy_needs_log_prob:

@@ -301,7 +301,6 @@ def build(
     config: Config, state_dim: int, action_dim: int, max_action: float, device: str
 ) -> ContinuousCQL:
     """CORL's CQL networks, built and initialised in CORL's order (critic 1, critic 2, actor)."""
-    config.check_energy()
     critics = []
     for _ in range(2):
         critic = FullyConnectedQFunction(state_dim, action_dim, n_hidden=config.q_n_hidden_layers)

@@ -26,7 +26,6 @@ from algorithms.offline.utils_jax import (
     Batch,
     Log,
     Params,
-    check_build_device,
     q_energy,
 )
 from algorithms.offline.utils_jax import check_jax_config as _check_jax_config
@@ -232,7 +231,5 @@ def build(
     device: jax.Device | None = None,
 ) -> FQL:
     """The JAX trainer (`utils_jax.AlgorithmInterface`), run by pogo_multi_jax; `device`: where
-    its state lives (None: JAX's default). The PyTorch main is told to run pogo_multi_jax."""
-    check_build_device(config, device)
-    config.check_energy()
+    its state lives (None: JAX's default)."""
     return FQL(config, state_dim, action_dim, max_action, device)

@@ -151,7 +151,6 @@ def build(
     config: Config, state_dim: int, action_dim: int, max_action: float, device: str
 ) -> ImplicitQLearning:
     """CORL's IQL networks, built in CORL's order (Q, V, actor) so one seed gives one start."""
-    config.check_energy()
     q_network = TwinQ(state_dim, action_dim).to(device)
     v_network = ValueFunction(state_dim).to(device)
     actor_cls = DeterministicMLP if config.iql_deterministic else GaussianMLP

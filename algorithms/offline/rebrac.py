@@ -23,7 +23,6 @@ from algorithms.offline.utils_jax import (
     Batch,
     Log,
     Params,
-    check_build_device,
     q_energy,
 )
 from algorithms.offline.utils_jax import check_jax_config as _check_jax_config
@@ -193,7 +192,5 @@ def build(
     device: jax.Device | None = None,
 ) -> ReBRAC:
     """The JAX trainer (`utils_jax.AlgorithmInterface`), run by pogo_multi_jax; `device`: where
-    its state lives (None: JAX's default). The PyTorch main is told to run pogo_multi_jax."""
-    check_build_device(config, device)
-    config.check_energy()
+    its state lives (None: JAX's default)."""
     return ReBRAC(config, state_dim, action_dim, max_action, device)

@@ -216,6 +216,5 @@ def build(
     trainer_cls: type = SACN,
 ) -> SACN:
     """SAC-N's trainer (or a subclass's, EDAC's) on CORL's networks."""
-    config.check_energy()
     actor, critic = build_networks(config, state_dim, action_dim, max_action, device)
     return trainer_cls(actor, critic, config, device)

@@ -118,7 +118,6 @@ def build(
     config: Config, state_dim: int, action_dim: int, max_action: float, device: str
 ) -> TD3_BC:
     """CORL's TD3+BC networks, built in CORL's order (actor, critic 1, critic 2)."""
-    config.check_energy()
     actor = DeterministicMLP(state_dim, action_dim, max_action).to(device)
     critic_1 = FullyConnectedQFunction(state_dim, action_dim).to(device)
     critic_2 = FullyConnectedQFunction(state_dim, action_dim).to(device)

@@ -139,16 +139,6 @@ class AlgorithmInterface(abc.ABC):
         return new_state, critic_log, actor_log
 
 
-def check_build_device(config: PogoConfig, device: Any) -> None:
-    """A JAX trainer is built for a `jax.Device` (None: JAX's default). The PyTorch main passes
-    its torch device's name: it cannot run a JAX algorithm, so say which main can."""
-    if device is not None and not isinstance(device, jax.Device):
-        raise ConfigError(
-            f"algorithm: {config.algorithm} is a JAX algorithm; run "
-            "python -m algorithms.offline.pogo_multi_jax"
-        )
-
-
 def check_jax_config(config: PogoConfig) -> None:
     """What the JAX chain does not do (yet), refused at parse time with the key's name."""
     if config.actor_configs is not None:
