@@ -265,11 +265,24 @@ def _one_per_chain_actor(weights: list[float], n_chain: int) -> list[float]:
     return weights * n_chain if len(weights) == 1 and n_chain > 1 else weights
 
 
-def load_algorithm(name: str) -> ModuleType:
-    """The module of a base algorithm (`Config`, `build`)."""
+#: each framework's main, for an algorithm run by the other one
+MAINS = {"torch": "pogo_multi_main", "jax": "pogo_multi_jax"}
+
+
+def load_algorithm(name: str, backend: str | None = None) -> ModuleType:
+    """The module of a base algorithm (`Config`, `build`); with `backend` ("torch" or "jax":
+    the calling main's), refuse an algorithm of the other framework, naming its main."""
     if name not in ALGORITHMS:
         raise ConfigError(f"algorithm: unknown {name!r}; known: {sorted(ALGORITHMS)}")
-    return importlib.import_module(ALGORITHMS[name])
+    module = importlib.import_module(ALGORITHMS[name])
+    own = getattr(module, "BACKEND", "torch")
+    if backend is not None and own != backend:
+        kind = "JAX" if own == "jax" else "PyTorch"
+        raise ConfigError(
+            f"algorithm: {name} is a {kind} algorithm; run "
+            f"python -m algorithms.offline.{MAINS[own]}"
+        )
+    return module
 
 
 def _parse_cli(argv: list[str]) -> tuple[str | None, dict[str, Any]]:

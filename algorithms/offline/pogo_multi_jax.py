@@ -40,7 +40,7 @@ import optax
 from algorithms.datasets.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.datasets.training_data import load_data
 from algorithms.errors import PogoError
-from algorithms.offline.config import ConfigError, PogoConfig, load_algorithm, parse_config
+from algorithms.offline.config import PogoConfig, load_algorithm, parse_config
 from algorithms.offline.run_io import (
     RunLogger,
     check_run_dir,
@@ -215,12 +215,7 @@ class Run:
 
 def setup(config: PogoConfig) -> Run:
     """Data, networks, outputs; every bad input fails here, before any training or writing."""
-    module = load_algorithm(config.algorithm)
-    if getattr(module, "BACKEND", "torch") != "jax":
-        raise ConfigError(
-            f"algorithm: {config.algorithm} is a PyTorch algorithm; run "
-            "python -m algorithms.offline.pogo_multi_main"
-        )
+    module = load_algorithm(config.algorithm, backend="jax")
     device = resolve_jax_device(config.device)
     family = parse_d4rl_name(config.env).family
     env_id = eval_env_id(config.env, config.eval_env)
@@ -228,10 +223,7 @@ def setup(config: PogoConfig) -> Run:
     dataset, state_mean, state_std = load_data(config, obs_dim, action_dim, env_id)
 
     algo: AlgorithmInterface = module.build(config, obs_dim, action_dim, max_action, device)
-    try:
-        w2_method = resolve_w2_method(algo.actor, algo.actor, config.w2_method)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    w2_method = resolve_w2_method(algo.actor, algo.actor, config.w2_method)
     chain = Chain(algo, config, w2_method)
     root = check_run_dir(config)  # fail before wandb starts or anything is written
 

@@ -35,7 +35,7 @@ import torch
 
 from algorithms.datasets.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.datasets.training_data import load_data
-from algorithms.errors import CheckpointError, ConfigError, PogoError
+from algorithms.errors import CheckpointError, PogoError
 from algorithms.networks.actors import BaseActor, build_actor
 from algorithms.networks.ensemble import StackedLinks, StackedModules, same_architecture
 from algorithms.networks.policy_call import sample_K_actions
@@ -330,12 +330,7 @@ class Run:
 
 def setup(config: PogoConfig) -> Run:
     """Data, networks, outputs; every bad input fails here, before any training or writing."""
-    algorithm = load_algorithm(config.algorithm)
-    if getattr(algorithm, "BACKEND", "torch") != "torch":
-        raise ConfigError(
-            f"algorithm: {config.algorithm} is a JAX algorithm; run "
-            "python -m algorithms.offline.pogo_multi_jax"
-        )
+    algorithm = load_algorithm(config.algorithm, backend="torch")
     device = resolve_device(config.device)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
