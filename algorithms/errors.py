@@ -36,3 +36,7 @@ class WandbError(PogoError):
 
 class NonFiniteError(PogoError, RuntimeError):
     """A loss or parameter became NaN/Inf; the message names the step, actor and loss."""
+
+
+class LaunchError(PogoError):
+    """A sweep cannot be launched (no sbatch, bad launcher options, an unreadable sweep)."""

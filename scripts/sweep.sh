@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Sweep POGO runs over algorithms x datasets x seeds for one environment, N jobs at a time.
-# Called by scripts/sweep_<env>.sh; usable directly:
+# Sweep POGO runs over algorithms x datasets x seeds for one environment: here, N jobs at a
+# time, or on a SLURM cluster. Called by scripts/sweep_<env>.sh; usable directly:
 #   scripts/sweep.sh --env hopper [--algorithms "iql td3_bc"] [--datasets "medium medium_replay"]
-#                    [--seeds "0 1 2"] [--jobs N] [--threads T] [--dry-run] [-- extra args]
+#                    [--seeds "0 1 2"] [--jobs N] [--threads T] [--dry-run]
+#                    [--sweep_dir DIR] [launcher options] [-- extra args]
 # Every run reads configs/offline/pogo_multi/<env>/<dataset>_v2_<algorithm>.yaml; extra args
-# after `--` override config keys (e.g. -- --max_timesteps 100000 --no_wandb).
+# after `--` override config keys (e.g. -- --max_timesteps 100000 --no_wandb). Launcher options
+# (see `python -m algorithms.launch run --help`): --launcher local|slurm, --partition,
+# --time_min, --account, --qos, --cpus_per_task, --gpus_per_task, --runs_per_gpu,
+# --array_parallelism, --max_requeues, --sbatch KEY=VALUE. The sweep's record and run logs go
+# to --sweep_dir (default results/sweeps/<env>); the same command again continues what is
+# unfinished (`python -m algorithms.launch status|resubmit DIR`).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -17,6 +23,8 @@ JOBS=1
 THREADS=""
 DRY_RUN=0
 PYTHON="${PYTHON:-python}"
+SWEEP_DIR=""
+LAUNCH=()
 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,6 +35,9 @@ while [ $# -gt 0 ]; do
     --jobs) JOBS="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
+    --sweep_dir) SWEEP_DIR="$2"; shift 2 ;;
+    --launcher|--partition|--time_min|--account|--qos|--cpus_per_task|--gpus_per_task|\
+    --runs_per_gpu|--array_parallelism|--max_requeues|--sbatch) LAUNCH+=("$1" "$2"); shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) echo "sweep: unknown option $1 (see the header of scripts/sweep.sh)" >&2; exit 2 ;;
   esac
@@ -62,26 +73,6 @@ if [ "$DRY_RUN" = 1 ]; then
   exit 0
 fi
 
-LOG_DIR="${SWEEP_LOG_DIR:-results/sweep_logs}"
-mkdir -p "$LOG_DIR"
-failed=0
-run_one() {
-  local cmd="$1" log="$LOG_DIR/$(echo "$1" | sed 's|.*/pogo_multi/||; s|\.yaml --seed |_seed|; s| .*||; s|/|_|g').log"
-  echo "start: $cmd  (log: $log)"
-  if bash -c "$cmd" > "$log" 2>&1; then echo "done:  $cmd"; else echo "FAILED: $cmd (see $log)"; return 1; fi
-}
-running=0
-for cmd in "${commands[@]}"; do
-  if [ "$running" -ge "$JOBS" ]; then
-    wait -n || failed=$((failed + 1))
-    running=$((running - 1))
-  fi
-  run_one "$cmd" &
-  running=$((running + 1))
-done
-while [ "$running" -gt 0 ]; do
-  wait -n || failed=$((failed + 1))
-  running=$((running - 1))
-done
-echo "sweep: ${#commands[@]} runs, $failed failed"
-[ "$failed" -eq 0 ]
+# the launcher starts each run (continued from its directory: finished runs are skipped)
+printf '%s\n' "${commands[@]}" | "$PYTHON" -m algorithms.launch run "${SWEEP_DIR:-results/sweeps/$ENV_NAME}" \
+  --jobs "$JOBS" --threads "$THREADS" "${LAUNCH[@]+"${LAUNCH[@]}"}"
