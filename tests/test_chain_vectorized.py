@@ -9,12 +9,22 @@ from algorithms.networks.actors import DeterministicMLP, GaussianMLP
 from algorithms.networks.ensemble import StackedModules, same_architecture
 from algorithms.offline import pogo_multi_main
 from algorithms.offline.config import parse_config
+from algorithms.offline.utils_pytorch import named_tensors
 
 
 def _run(argv, steps: int):
+    """A trained run, and its chain actors' weights as they were before the first update."""
     run = pogo_multi_main.setup(parse_config([*argv, "--max_timesteps", str(steps)]))
+    initial = [{k: v.clone() for k, v in a.state_dict().items()} for a in run.chain.chain]
     pogo_multi_main.train(run)
-    return run
+    return run, initial
+
+
+def _moved(actor, initial: dict) -> list[str]:
+    """The names of the actor's tensors that differ from `initial` (its weights at the start)."""
+    return [
+        name for name, value in actor.state_dict().items() if not torch.equal(value, initial[name])
+    ]
 
 
 @pytest.mark.parametrize("algorithm", ["iql", "awac", "td3_bc"])
@@ -24,24 +34,33 @@ def test_vectorized_chain_equals_the_loop(algorithm, tiny_run_args, tmp_path):
     # Adam, which divides by the gradient's size, lets rounding grow: after 12 steps a few
     # weights of AWAC's normalised-energy chain differ by ~2e-6, most by ~1e-7.)
     common = dict(num_actors=4, w2_weights="[1.0, 5.0, 20.0]", eval_freq=12, log_freq=1)
-    vec = _run(tiny_run_args(algorithm, output_dir=tmp_path / "v", **common), 12)
-    loop = _run(
+    vec, vec_start = _run(tiny_run_args(algorithm, output_dir=tmp_path / "v", **common), 12)
+    loop, loop_start = _run(
         tiny_run_args(algorithm, output_dir=tmp_path / "l", vectorize_chain=False, **common), 12
     )
     assert vec.chain.vectorized and not loop.chain.vectorized
     for i in range(1, 4):
         a, b = vec.chain.actors[i].state_dict(), loop.chain.actors[i].state_dict()
+        assert a.keys() == b.keys()
         for name in a:
             torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=5e-6, msg=name)
-        # and the chain moved: these are trained actors, not initial copies
-        start = vec.trainer.actor.state_dict()
-        assert any(not torch.equal(a[n], start[n]) for n in a)
-    # actor 0 and the critics do not see the layout at all
-    for (name, x), (_, y) in zip(
-        vec.trainer.state_dict().items(), loop.trainer.state_dict().items()
-    ):
-        if isinstance(x, torch.Tensor):
-            assert torch.equal(x, y), name
+        # and the chain trained: every tensor of every chain actor left its initial value
+        # (the same start in both layouts: copies of actor 0's initial weights)
+        for name in a:
+            assert torch.equal(vec_start[i - 1][name], loop_start[i - 1][name]), name
+        assert _moved(vec.chain.actors[i], vec_start[i - 1]) == list(a), i
+        assert _moved(loop.chain.actors[i], loop_start[i - 1]) == list(b), i
+    # actor 0 and the critics do not see the layout at all: every tensor of the trainer
+    # (networks, targets, optimiser moments), bit for bit
+    tensors_vec = dict(named_tensors(vec.trainer.state_dict()))
+    tensors_loop = dict(named_tensors(loop.trainer.state_dict()))
+    assert tensors_vec.keys() == tensors_loop.keys()
+    assert any(k.startswith(".actor.") for k in tensors_vec)  # actor 0's weights
+    assert any(k.startswith(".actor_optimizer.state.") for k in tensors_vec)  # its Adam moments
+    assert any(k.startswith((".qf.", ".critic_1.")) for k in tensors_vec)  # a critic
+    for name, x in tensors_vec.items():
+        assert torch.equal(x, tensors_loop[name]), name
+    assert vec.trainer.total_it == loop.trainer.total_it == 12
 
     def chain_logs(run):
         lines = (run.root / "logs" / "train.jsonl").read_text().splitlines()
@@ -150,12 +169,12 @@ def test_chain_with_actor_dropout_trains_in_both_layouts(vectorize, tiny_run_arg
     argv = tiny_run_args(
         "iql", 3, vectorize_chain=vectorize, actor_dropout=0.1, output_dir=tmp_path, log_freq=1
     )
-    run = _run(argv, 4)
+    run, start = _run(argv, 4)
     assert run.chain.vectorized == vectorize
     last = json.loads((run.root / "logs" / "train.jsonl").read_text().splitlines()[-1])
     assert all(torch.isfinite(torch.tensor(last[f"chain/loss_{i}"])) for i in (1, 2))
-    start = run.trainer.actor.state_dict()
-    assert any(not torch.equal(v, start[k]) for k, v in run.chain.actors[2].state_dict().items())
+    for i in (1, 2):  # each chain actor trained: every tensor left its initial value
+        assert _moved(run.chain.actors[i], start[i - 1]) == list(start[i - 1]), i
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """Runs that survive: SIGKILL or SIGTERM + --resume, unreadable checkpoints, NaN guards, determinism."""
 
+import json
+import math
 import os
 import signal
 import subprocess
@@ -64,7 +66,7 @@ def test_a_killed_or_stopped_run_resumes_as_an_uninterrupted_one(tiny_run_args, 
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL, stderr
     else:  # the checkpoint is of the update it stopped after, named in one line
-        assert proc.returncode == EXIT_STOPPED, stderr
+        assert proc.returncode == 75 == EXIT_STOPPED, stderr  # the status the docs promise
         assert f"stopped: SIGTERM after update {killed_at}: saved " in stderr
         assert stderr.rstrip().endswith("--resume continues")
 
@@ -174,6 +176,18 @@ def test_non_finite_loss_stops_the_run_naming_step_and_loss(tmp_path, tiny_run_a
         pogo_multi_main.main(argv)
 
 
+def _checkpoints_on_disk(root: Path) -> dict[str, dict]:
+    """Every checkpoint file the run left, loaded: {file name: state}."""
+    paths = sorted((root / "checkpoints").glob("checkpoint_*.pt"))
+    return {p.name: torch.load(p, weights_only=False) for p in paths}
+
+
+def _non_finite(state: dict) -> list[str]:
+    """The names of the checkpoint's trainer and chain tensors that hold NaN or Inf."""
+    tensors = named_tensors({"trainer": state["trainer"], "chain": state["chain"]})
+    return [k for k, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_non_finite_chain_loss_names_the_actor_and_keeps_the_last_good_checkpoint(
     tiny_run_args, vectorize
@@ -198,10 +212,47 @@ def test_non_finite_chain_loss_names_the_actor_and_keeps_the_last_good_checkpoin
         f"step 15: actor 2: loss chain/energy_2 is nan; last good checkpoint: {good} "
         "(continue from it with --resume)"
     )
-    state = torch.load(good, weights_only=False)
-    assert all(
-        torch.isfinite(t).all() for _, t in named_tensors(state["chain"]) if t.is_floating_point()
+    # every checkpoint on disk, not only the one written before the NaN: none was written
+    # after it (the run stopped at update 15, before its own checkpoint), and none is non-finite
+    on_disk = _checkpoints_on_disk(run.root)
+    assert list(on_disk) == [good.name]
+    assert {name: _non_finite(state) for name, state in on_disk.items()} == {good.name: []}
+    assert (run.root / "checkpoints" / "latest").read_text() == good.name + "\n"
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_non_finite_parameters_that_no_loss_sees_are_never_checkpointed(tiny_run_args, vectorize):
+    """The chain's Polyak targets turn NaN after the chain step of update 20: every logged loss
+    stays finite, so only the checkpoint guard stands between them and the disk at step 20."""
+    argv = tiny_run_args("iql", 3, eval_freq=10, vectorize_chain=vectorize)
+    run = pogo_multi_main.setup(parse_config(argv))
+    update = run.chain.update
+
+    def poisoned(states, actions):
+        log = update(states, actions)
+        if run.step == 19:  # during update 20 (run.step counts the updates done)
+            with torch.no_grad():
+                for p in run.chain.targets[-1].parameters():
+                    p.fill_(float("nan"))
+        return log
+
+    run.chain.update = poisoned
+    with pytest.raises(NonFiniteError) as err:
+        pogo_multi_main.train(run)
+    good = run.root / "checkpoints" / "checkpoint_0000000010.pt"
+    # the first tensor of the poisoned target: the stacked ensemble's (every chain actor's
+    # targets at once), or actor 2's own
+    target = "chain.targets.0.params.log_std" if vectorize else "chain.targets.1.log_std"
+    assert str(err.value) == (
+        f"step 20: non-finite values in {target}; last good checkpoint: {good} "
+        "(continue from it with --resume)"
     )
+    logged = [json.loads(x) for x in (run.root / "logs" / "train.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == 20  # the losses of update 20 were finite and logged
+    assert all(math.isfinite(v) for line in logged for v in line.values())
+    on_disk = _checkpoints_on_disk(run.root)
+    assert list(on_disk) == [good.name]  # no checkpoint of step 20
+    assert {name: _non_finite(state) for name, state in on_disk.items()} == {good.name: []}
 
 
 def test_same_seed_gives_the_same_logs_twice(tiny_run_args, tmp_path):
