@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -207,3 +208,70 @@ def test_a_chain_whose_settings_differ_from_actor_0_trains_with_its_own(tiny_run
     assert not torch.allclose(squashed.mean(), expected)  # the settings change the number
     log = run.chain.update(states, actions)
     assert log["chain/w2_1"] == pytest.approx(expected.item(), rel=1e-6)
+
+
+# pre-tanh output-layer biases (one row per actor 0..3, one column per Hopper action) and
+# Gaussian log-stds: with the output layer's weights at zero every actor acts the same at
+# every state, so W2^2 between any two of them is known in closed form
+BIASES = np.array(
+    [[0.0, 0.2, -0.1], [0.5, -0.3, 0.0], [-0.4, 0.1, 0.6], [0.9, 0.9, -0.8]], dtype=np.float32
+)
+LOG_STDS = np.array(
+    [[0.0, -1.0, 0.5], [-0.5, -0.2, 0.0], [0.3, -1.5, -0.4], [-1.0, 0.4, 0.2]], dtype=np.float32
+)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.parametrize("algorithm, method", [("iql", "closed_form"), ("td3_bc", "l2")])
+def test_link_i_measures_w2_to_actor_i_minus_1_with_the_ith_weight(
+    algorithm, method, vectorize, tiny_run_args
+):
+    """Actors set by hand to constant policies: the logged w2_i is W2^2(pi_i, pi_{i-1}) (not to
+    actor 0), and loss_i = energy_i + w_i * w2_i with w2_weights [1, 5, 20] for actors 1, 2, 3."""
+    # energies not divided by mean|Q|: each actor's own -Q(s, a_i), a different number per actor
+    argv = tiny_run_args(
+        algorithm,
+        4,
+        w2_weights="[1.0, 5.0, 20.0]",
+        vectorize_chain=vectorize,
+        energy_normalize_q=False,
+    )
+    run = pogo_multi_main.setup(parse_config(argv))
+    chain = run.chain
+    assert chain.vectorized == vectorize and chain.w2_methods == [method] * 3
+    gaussian = algorithm == "iql"
+    with torch.no_grad():  # in the stacked layout these write through into the ensemble
+        for actor, bias, log_std in zip(chain.actors, BIASES, LOG_STDS):
+            last = [m for m in actor.net.modules() if isinstance(m, torch.nn.Linear)][-1]
+            last.weight.zero_()
+            last.bias.copy_(torch.from_numpy(bias))
+            if gaussian:
+                actor.log_std.copy_(torch.from_numpy(log_std))
+    # the policies in float64, from the numbers above alone: a mean action and a std per actor
+    max_action = chain.actors[0].max_action
+    means = max_action * np.tanh(BIASES.astype(np.float64))  # [4, A]
+    stds = np.exp(LOG_STDS.astype(np.float64)) if gaussian else np.zeros_like(means)
+
+    def w2(i: int, j: int) -> float:
+        return float(((means[i] - means[j]) ** 2).sum() + ((stds[i] - stds[j]) ** 2).sum())
+
+    to_previous = [w2(i, i - 1) for i in (1, 2, 3)]
+    to_actor_0 = [w2(i, 0) for i in (1, 2, 3)]
+    assert min(abs(a - b) for a, b in zip(to_previous[1:], to_actor_0[1:])) > 0.1
+
+    states, actions = run.buffer.sample(32)[:2]
+    with torch.no_grad():
+        assert torch.allclose(
+            chain.actors[2].mean_actions(states), torch.tensor(means[2], dtype=torch.float32)
+        )
+        energies = [
+            run.trainer.compute_energy_function(a, states, actions).mean().item()
+            for a in chain.chain
+        ]
+    assert min(abs(a - b) for a, b in zip(energies, energies[1:])) > 1e-4
+    log = chain.update(states, actions)
+    for i, weight in zip((1, 2, 3), (1.0, 5.0, 20.0)):
+        assert log[f"chain/w2_{i}"] == pytest.approx(to_previous[i - 1], rel=1e-5), i
+        assert log[f"chain/energy_{i}"] == pytest.approx(energies[i - 1], rel=1e-5), i
+        expected_loss = energies[i - 1] + weight * to_previous[i - 1]
+        assert log[f"chain/loss_{i}"] == pytest.approx(expected_loss, rel=1e-5), i
