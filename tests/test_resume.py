@@ -143,6 +143,41 @@ def test_resume_refuses_a_missing_or_different_run(tiny_run_args, tmp_path, extr
         pogo_multi_main.main(tiny_run_args("iql", 1, max_timesteps=10) + extra + ["--resume"])
 
 
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under the run's directory, by relative path: what a refused resume must keep."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("key", ["state_mean", "state_std"])
+def test_resume_refuses_a_dataset_whose_statistics_differ(tiny_run_args, tmp_path, key):
+    """The same file name, other data: the run's states would be normalised otherwise than the
+    checkpoint's networks learnt. One line naming the key; nothing already written is touched."""
+    path = tmp_path / "data.hdf5"
+    write_synthetic_d4rl(path)
+    with h5py.File(path, "r+") as f:  # state 0: quarters, whose float32 sums are exact
+        obs = f["observations"][...]
+        obs[:, 0], obs[:2, 0] = 0.5, [0.25, 0.75]
+        f["observations"][...] = obs
+    argv = tiny_run_args("iql", 2, dataset_path=path, max_timesteps=10, eval_freq=10)
+    root = pogo_multi_main.main(argv)
+    written = _files(root)
+    assert "checkpoints/checkpoint_0000000010.pt" in written and "logs/eval.csv" in written
+    with h5py.File(path, "r+") as f:
+        if key == "state_mean":  # every state shifted
+            obs = obs + np.float32(0.5)
+        else:  # two values of state 0 spread apart with the same sum: the same mean, bit for
+            obs[:2, 0] = [-1.5, 2.5]  # bit, and another std
+        f["observations"][...] = obs
+    with pytest.raises(SystemExit) as exit_info:
+        pogo_multi_main.main(argv + ["--max_timesteps", "20", "--resume"])
+    checkpoint = root / "checkpoints" / "checkpoint_0000000010.pt"
+    assert str(exit_info.value.code) == (
+        f"error: resume: the dataset's {key} differs from the one in {checkpoint}; "
+        "resume on the same dataset or use --overwrite"
+    )
+    assert _files(root) == written  # no log row, config or checkpoint lost or changed
+
+
 def test_resume_refuses_a_checkpoint_of_the_other_chain_layout(tiny_run_args, tmp_path):
     """The config check names vectorize_chain; the chain itself also refuses the other layout."""
     pogo_multi_main.main(tiny_run_args("iql", 3, max_timesteps=10, vectorize_chain=False))
