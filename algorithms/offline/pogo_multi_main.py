@@ -25,7 +25,6 @@ import copy
 import dataclasses
 import functools
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,24 +34,25 @@ import torch
 
 from algorithms.datasets.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.datasets.training_data import load_data
-from algorithms.errors import CheckpointError, PogoError
+from algorithms.errors import CheckpointError
 from algorithms.networks.actors import BaseActor, build_actor
 from algorithms.networks.ensemble import StackedLinks, StackedModules, same_architecture
 from algorithms.networks.policy_call import sample_K_actions
 from algorithms.offline.config import PogoConfig, load_algorithm, parse_config
 from algorithms.offline.interface import Trainer
 from algorithms.offline.run_io import (
-    EXIT_STOPPED,
     CheckpointStore,
     RunLogger,
-    RunStopped,
     StopSignal,
     check_run_dir,
-    init_wandb,
-    prepare_run_dir,
+    check_same_data,
     progress_bar,
     report_eval,
     report_final,
+    resume_state,
+    run_main,
+    start_outputs,
+    stop_if_signalled,
 )
 from algorithms.offline.utils_pytorch import (
     RandomStream,
@@ -311,12 +311,7 @@ class Run:
 
     def check_state(self, state: dict[str, Any], source: Path) -> None:
         """Refuse a checkpoint of other data or another chain layout, before anything is written."""
-        for key in ("state_mean", "state_std"):
-            if not np.array_equal(state[key], getattr(self, key)):
-                raise CheckpointError(
-                    f"resume: the dataset's {key} differs from the one in {source}; "
-                    "resume on the same dataset or use --overwrite"
-                )
+        check_same_data(state, self.state_mean, self.state_std, source)
         self.chain.check_state(state["chain"], source)
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
@@ -348,10 +343,7 @@ def setup(config: PogoConfig) -> Run:
     buffer = ReplayBuffer(dataset, device, seed=config.seed + BATCH_STREAM)
 
     root = check_run_dir(config)  # fail before wandb starts or anything is written
-    # the joint phase's last checkpoint is kept: a settle phase can be redone from it
-    checkpoints = CheckpointStore(
-        root / "checkpoints", config.keep_checkpoints, (config.max_timesteps,)
-    )
+    checkpoints = CheckpointStore.of_run(root, config)
     run = Run(
         config=config,
         trainer=trainer,
@@ -367,17 +359,10 @@ def setup(config: PogoConfig) -> Run:
         device=device,
     )
     if config.resume:  # checked as it loads: a checkpoint that does not fit fails before writing
-        if config.resume_step is None:
-            state, path = checkpoints.load_latest()
-        else:
-            state, path = checkpoints.load(config.resume_step)
+        state, path = resume_state(config, checkpoints)
         run.load_state_dict(state, path)
         print(f"resuming {root} from {path.name} (step {run.step})")
-    wandb_run = init_wandb(config, root) if config.use_wandb else None
-    prepare_run_dir(config)  # the first write
-    run.logger.start(wandb_run, resumed_at=run.step if config.resume else None)
-    if config.resume:
-        checkpoints.drop_after(run.step)  # checkpoints after it come again (with resume_step)
+    start_outputs(config, root, run.logger, checkpoints, run.step)  # the first write
     return run
 
 
@@ -424,11 +409,7 @@ def after_update(run: Run, t: int, log: dict[str, float]) -> None:
         evaluate(run)
         save_checkpoint(run)
         release_free_memory()
-    if run.stop.received:
-        run.progress.close()
-        run.logger.close()
-        path = save_checkpoint(run)
-        raise RunStopped(f"{run.stop.received} after update {t}: saved {path}; --resume continues")
+    stop_if_signalled(run.stop, t, run.progress, run.logger, lambda: save_checkpoint(run))
 
 
 def evaluate(run: Run) -> None:
@@ -457,13 +438,7 @@ def save_checkpoint(run: Run) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    try:
-        return train(setup(parse_config(argv)))
-    except PogoError as err:  # bad input (config, dataset, env, checkpoint, wandb), NaN: one line
-        sys.exit(f"error: {err}")
-    except RunStopped as err:
-        print(f"stopped: {err}", file=sys.stderr)
-        sys.exit(EXIT_STOPPED)
+    return run_main(lambda: train(setup(parse_config(argv))))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""A run's outputs: its directory, evaluation table, training log, checkpoints, wandb."""
+"""A run's outputs: its directory, evaluation table, training log, checkpoints, wandb; and the
+steps of resuming, starting and stopping a run that both mains (PyTorch, JAX) take alike."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import yaml
 from tqdm import tqdm
 
 from algorithms.datasets.envs import parse_d4rl_name
-from algorithms.errors import CheckpointError, WandbError
+from algorithms.errors import CheckpointError, PogoError, WandbError
 from algorithms.offline.config import PogoConfig, dump_config
 
 EVAL_COLUMNS = (
@@ -259,6 +261,12 @@ class CheckpointStore:
         self.keep = keep
         self.pinned = {self.path(step) for step in pinned}  # never rotated out
 
+    @classmethod
+    def of_run(cls, root: Path, config: PogoConfig) -> CheckpointStore:
+        """A run's store: `checkpoints/` under its directory; the joint phase's last
+        checkpoint (`max_timesteps`) is kept, so a settle phase can be redone from it."""
+        return cls(root / "checkpoints", config.keep_checkpoints, (config.max_timesteps,))
+
     def path(self, step: int) -> Path:
         return self.directory / f"checkpoint_{step:010d}.pt"
 
@@ -321,6 +329,63 @@ class CheckpointStore:
                     " trying the previous one"
                 )
         raise CheckpointError(f"resume: no readable checkpoint in {self.directory}")
+
+
+def resume_state(config: PogoConfig, checkpoints: CheckpointStore) -> tuple[dict[str, Any], Path]:
+    """The checkpoint `--resume` continues from: `resume_step`'s, else the newest readable."""
+    if config.resume_step is None:
+        return checkpoints.load_latest()
+    return checkpoints.load(config.resume_step)
+
+
+def check_same_data(
+    state: dict[str, Any], state_mean: np.ndarray, state_std: np.ndarray, source: Path
+) -> None:
+    """Refuse a checkpoint trained on other data: its state normalisation is not this one's."""
+    for key, value in (("state_mean", state_mean), ("state_std", state_std)):
+        if not np.array_equal(state[key], value):
+            raise CheckpointError(
+                f"resume: the dataset's {key} differs from the one in {source}; "
+                "resume on the same dataset or use --overwrite"
+            )
+
+
+def start_outputs(
+    config: PogoConfig, root: Path, logger: RunLogger, checkpoints: CheckpointStore, step: int
+) -> None:
+    """The run's first write, once every input is checked: wandb, the directories, the config
+    and logs (a resumed run's cut back to `step`, which it logs again from), and the
+    checkpoints after `step` dropped (`resume_step`: they come again)."""
+    wandb_run = init_wandb(config, root) if config.use_wandb else None
+    prepare_run_dir(config)
+    logger.start(wandb_run, resumed_at=step if config.resume else None)
+    if config.resume:
+        checkpoints.drop_after(step)
+
+
+def stop_if_signalled(
+    stop: StopSignal, step: int, progress: Any, logger: RunLogger, save: Callable[[], Path]
+) -> None:
+    """After update `step`: on a SIGTERM/Ctrl-C seen meanwhile, close the outputs, checkpoint
+    (`save`) and raise RunStopped, which the main turns into exit status EXIT_STOPPED."""
+    if stop.received:
+        progress.close()
+        logger.close()
+        path = save()
+        raise RunStopped(f"{stop.received} after update {step}: saved {path}; --resume continues")
+
+
+def run_main(run: Callable[[], Path]) -> Path:
+    """A main's body (`run`: parse, set up, train) with the project's exits: bad input or NaN
+    is one line (`error: ...`, status 1), a stopped run exits EXIT_STOPPED; a bug keeps its
+    traceback."""
+    try:
+        return run()
+    except PogoError as err:  # bad input (config, dataset, env, checkpoint, wandb), NaN: one line
+        sys.exit(f"error: {err}")
+    except RunStopped as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
 
 
 def report_eval(
