@@ -84,6 +84,65 @@ def test_a_killed_or_stopped_run_resumes_as_an_uninterrupted_one(tiny_run_args, 
     assert _logs(resumed) == _logs(clean)
 
 
+# The main, with update 12 made long (LONG_UPDATE seconds) and announced in a file: a Ctrl-C
+# sent during it arrives mid-update, as one does in a real run.
+LONG_UPDATE = 6.0
+SLOW_MAIN = f"""
+import sys, time
+from pathlib import Path
+from algorithms.offline import iql, pogo_multi_main
+train = iql.ImplicitQLearning.train
+def slow(self, batch):
+    if self.total_it == 11:
+        Path(sys.argv[1]).write_text("update 12")
+        time.sleep({LONG_UPDATE})
+    return train(self, batch)
+iql.ImplicitQLearning.train = slow
+pogo_multi_main.main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tiny_run_args, tmp_path, presses):
+    """One Ctrl-C lets update 12 finish, checkpoints it and exits 75; a second one, 0.3 s later,
+    ends the run at once (as Ctrl-C does: SIGINT's status) and writes no checkpoint."""
+    argv = tiny_run_args("iql", 2, max_timesteps=1000, eval_freq=10, n_episodes=1)
+    marker = tmp_path / "in_update_12"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_MAIN, str(marker), *argv],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert marker.exists(), proc.stderr.read().decode()
+    checkpoints = tmp_path / "results" / "iql" / "hopper" / "medium-v2" / "seed_0" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("*.pt")) == ["checkpoint_0000000010.pt"]
+    proc.send_signal(signal.SIGINT)
+    if presses == 2:
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+    pressed = time.time()
+    proc.wait(timeout=120)
+    took = time.time() - pressed
+    stderr = proc.stderr.read().decode()
+    names = sorted(p.name for p in checkpoints.glob("*.pt"))
+    if presses == 1:  # the update ran to its end, then its checkpoint
+        assert took > LONG_UPDATE - 1.5, stderr
+        assert proc.returncode == 75, stderr
+        assert names == ["checkpoint_0000000010.pt", "checkpoint_0000000012.pt"]
+        assert "stopped: SIGINT after update 12: saved " in stderr
+    else:  # at once: not the rest of the long update, and nothing saved
+        assert took < LONG_UPDATE / 2, stderr
+        assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT), stderr
+        assert names == ["checkpoint_0000000010.pt"]
+        assert (checkpoints / "latest").read_text() == "checkpoint_0000000010.pt\n"
+        assert "stopped:" not in stderr
+
+
 def test_a_gpu_checkpoint_resumes_on_the_cpu(tiny_run_args, tmp_path):
     """A CUDA generator's state (16 bytes) does not load into a CPU generator: the sampler goes
     on from a stream seeded by it, the same one on every resume."""
