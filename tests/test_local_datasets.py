@@ -3,6 +3,8 @@
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -29,11 +31,13 @@ from algorithms.datasets.make_dataset import (
 )
 from algorithms.datasets.make_dataset import main as make_dataset_main
 from algorithms.datasets.training_data import load_dataset
+from algorithms.networks.actors import TanhGaussianMLP
 from algorithms.offline import pogo_multi_main
 from algorithms.offline.config import ConfigError, parse_config
 
 from .test_data import hopper_unhealthy
 
+ROOT = Path(__file__).resolve().parents[1]
 # Families whose medium actor ships in algorithms/datasets/behavior_actors/ (what docs/datasets.md says).
 SHIPPED_MEDIUM = ("halfcheetah", "hopper", "walker2d")
 
@@ -66,6 +70,43 @@ def test_shipped_medium_actor_is_far_better_than_random_on_a_short_episode(famil
     # hopper: a random policy falls within a few dozen steps (return ~20); halfcheetah: it
     # goes nowhere (return ~ -60 in 200 steps); a medium policy runs
     assert medium > 150.0 and medium > random_best + 100.0
+
+
+def test_medium_dataset_from_the_shipped_actor_with_the_default_folder(tmp_path: Path) -> None:
+    """docs/datasets.md's command as a user types it (no --actors_dir), with few rows: every
+    action is the shipped hopper actor's sample, a_t = tanh(mu(o_t) + sigma(o_t) z_t), with z_t
+    the seed's t-th draw; the actor is read here from its files, not through the code that ran."""
+    out = tmp_path / "data" / "hopper_medium-v2.hdf5"
+    cmd = [sys.executable, "-m", "algorithms.datasets.make_dataset", "--env", "hopper-medium-v2"]
+    cmd += ["--size", "60", "--seed", "0", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {out}: 60 rows, ")
+    made = load_hdf5(out)
+    record = json.loads((ACTORS_DIR / "hopper_medium.json").read_text())
+    with h5py.File(out, "r") as f:
+        assert f.attrs["kind"] == "medium" and f.attrs["seed"] == 0 and f.attrs["size"] == 60
+        assert f.attrs["policy"] == "medium behaviour actor, sampled"
+        assert json.loads(f.attrs["behavior"]) == {"medium": record}
+    arch = record["architecture"]
+    actor = TanhGaussianMLP(
+        arch["state_dim"],
+        arch["action_dim"],
+        hidden_dim=arch["hidden_dim"],
+        n_hidden=arch["n_hidden"],
+        log_std_min=arch["log_std_min"],
+        log_std_max=arch["log_std_max"],
+    )
+    actor.load_state_dict(torch.load(ACTORS_DIR / "hopper_medium.pt", weights_only=True))
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.cat([torch.randn((1, 3), generator=generator) for _ in range(60)])  # [60, 3]
+    with torch.no_grad():
+        mean, std = actor.get_mean_std(torch.as_tensor(made["observations"]))  # [60, 3] x 2
+    expected = arch["max_action"] * torch.tanh(mean + std * noise)
+    np.testing.assert_allclose(made["actions"], expected.numpy(), atol=1e-6)
+    assert np.abs(made["actions"] - torch.tanh(mean).numpy()).mean() > 1e-2  # sampled
+    env = make_env("Hopper-v4")
+    np.testing.assert_array_equal(made["observations"][0], env.reset(seed=0)[0].astype(np.float32))
 
 
 def test_missing_level_names_the_file_and_the_training_command(tmp_path: Path) -> None:
