@@ -142,8 +142,9 @@ def corl_checkout_commit(corl: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def load_corl(corl: Path, name: str, any_corl: bool) -> types.ModuleType:
-    """CORL's `algorithms/offline/<name>.py` as a module, after checking it is the pinned one."""
+def load_corl(corl: Path, name: str, any_corl: bool) -> tuple[types.ModuleType, str]:
+    """CORL's `algorithms/offline/<name>.py` as a module, after checking it is the pinned one,
+    and the file's git blob hash."""
     path = corl / "algorithms" / "offline" / f"{name}.py"
     blob = git_blob_hash(path.read_bytes())
     if blob != CORL_BLOBS[name] and not any_corl:
@@ -155,7 +156,7 @@ def load_corl(corl: Path, name: str, any_corl: bool) -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     with stand_ins():
         spec.loader.exec_module(module)
-    return module
+    return module, blob
 
 
 def corl_defaults(module: types.ModuleType, cls_name: str = "TrainConfig") -> dict[str, Any]:
@@ -612,8 +613,7 @@ def main(argv: list[str] | None = None) -> None:
     reference.update(
         {
             "corl_repo": CORL_REPO,
-            "corl_commit": CORL_COMMIT if not args.any_corl else checkout,
-            "corl_blobs": CORL_BLOBS,
+            "corl_commit": CORL_COMMIT if not args.any_corl else (checkout or "unknown"),
             "generator": "scripts/corl_reference.py",
             "sizes": {
                 "state_dim": STATE_DIM,
@@ -631,7 +631,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in wanted:
         algorithm = TORCH_CASES[name].algorithm if name in TORCH_CASES else name
         if algorithm not in modules:
-            modules[algorithm] = load_corl(args.corl, algorithm, args.any_corl)
+            modules[algorithm], blob = load_corl(args.corl, algorithm, args.any_corl)
+            reference.setdefault("corl_blobs", {})[algorithm] = blob  # the files actually read
         if name == "rebrac":
             meta, arrays = run_rebrac(modules[algorithm])
         else:
@@ -640,6 +641,7 @@ def main(argv: list[str] | None = None) -> None:
         np.savez_compressed(args.out / f"{name}.npz", **arrays)
         print(f"{name}: {len(meta['losses'])} updates, {len(arrays)} arrays")
     reference["cases"] = dict(sorted(reference["cases"].items()))
+    reference["corl_blobs"] = dict(sorted(reference["corl_blobs"].items()))
     ref_path.write_text(json.dumps(reference, indent=1, sort_keys=False) + "\n")
 
 
