@@ -26,6 +26,7 @@ from algorithms.offline.config import parse_config  # noqa: E402
 from algorithms.offline.interface import Trainer  # noqa: E402
 from algorithms.offline.pogo_policies_jax import DeterministicActor, OneStepPolicy  # noqa: E402
 from algorithms.offline.run_io import EVAL_COLUMNS  # noqa: E402
+from tests.conftest import write_synthetic_d4rl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: tiny networks: a run compiles and trains in seconds
@@ -365,6 +366,26 @@ def test_bad_config_fails_in_one_line_before_writing(
         pogo_multi_jax.main(argv)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "res").exists()
+
+
+def test_non_finite_loss_stops_the_jax_run_naming_step_and_loss(tmp_path):
+    """Rewards of 3e38 are finite, but the critic's squared TD error overflows at update 1 and
+    the actor's normalised Q (-Q / mean|Q|) turns NaN: the JAX main stops there, in one line
+    naming the step, the base algorithm and the first non-finite loss (the log's keys in
+    order), and logs no row of that update. One compilation: ReBRAC with one actor."""
+    path = tmp_path / "huge_rewards.hdf5"
+    write_synthetic_d4rl(path)
+    with h5py.File(path, "r+") as f:
+        f["rewards"][...] = np.float32(3e38)
+    argv = _argv(path, tmp_path / "res", "rebrac", 1, "--log_freq", "1")
+    with pytest.raises(SystemExit) as err:
+        pogo_multi_jax.main(argv)
+    assert str(err.value.code) == (
+        "error: step 1: actor 0 / critics: loss actor_loss is nan; "
+        "no checkpoint was written before it"
+    )
+    logs = tmp_path / "res" / "rebrac" / "hopper" / "medium-v2" / "seed_0" / "logs"
+    assert not (logs / "train.jsonl").exists() or (logs / "train.jsonl").read_text() == ""
 
 
 def test_pytorch_main_points_jax_algorithms_to_the_jax_main(synthetic_dataset, tmp_path):
