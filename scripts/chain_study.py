@@ -6,9 +6,13 @@
 Each run is the shipped config (`configs/offline/pogo_multi/<env>/<dataset>_v2_<algo>.yaml`)
 with `--w2_weights [w]`, on a dataset made here (`data/<env>_<dataset>-v2.hdf5`, made first if
 missing, `--dataset_size` rows) and written under `<out>/w<w>/`. Runs go `--jobs` at a time with
-`OMP_NUM_THREADS=--threads` each; arguments after `--` override config keys in every run. Run
-again after an interruption: finished runs are skipped and interrupted ones continue with
-`--resume`. Each run has its config's settle phase (the chain alone after `--max_timesteps`;
+`OMP_NUM_THREADS=--threads` each, or with `--launcher slurm` (and its options, see
+`algorithms/launch/`) as SLURM job arrays; arguments after `--` override config keys in every
+run; the sweep's record and run logs are in `<out>/` (`python -m algorithms.launch status <out>`).
+Run again after an interruption: finished runs are skipped and interrupted ones continue with
+`--resume`. On SLURM the command submits and returns; once the runs are done, the same command
+writes the tables (and submits a `--settle_sweep`'s runs, which start from the joint phases).
+Each run has its config's settle phase (the chain alone after `--max_timesteps`;
 `--settle_steps`, `--settle_w2_weight` and `--settle_lr_schedule` override it); runs finished
 before their settle phase are resumed into it. `--settle_sweep s1 s2 ...` then redoes each run's
 settle phase at those weights from its checkpoint at `--max_timesteps`, in copies under
@@ -35,11 +39,8 @@ import dataclasses
 import functools
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -49,6 +50,9 @@ sys.path.insert(0, str(REPO))
 
 from algorithms.datasets.envs import ENV_IDS, parse_d4rl_name  # noqa: E402
 from algorithms.datasets.make_dataset import MAKEABLE_KINDS  # noqa: E402
+from algorithms.errors import PogoError  # noqa: E402
+from algorithms.launch.launcher import add_launcher_args, launch  # noqa: E402
+from algorithms.launch.sweep import run_state  # noqa: E402
 from algorithms.offline.config import (  # noqa: E402
     ALGORITHMS,
     PogoConfig,
@@ -71,20 +75,6 @@ def dataset_file(data_dir: Path, env: str, dataset: str) -> Path:
 
 def weight_dir(out: Path, weight: float) -> Path:
     return out / f"w{weight:g}"
-
-
-def run_state(root: Path, max_timesteps: int) -> str:
-    """'done' (evaluated at the last step), 'partial' (resumable), 'stale' (logs, no
-    checkpoint: start again) or 'new'."""
-    eval_csv = root / "logs" / "eval.csv"
-    if not eval_csv.is_file():
-        return "new"
-    rows = eval_csv.read_text().splitlines()[1:]
-    if rows and int(rows[-1].split(",")[0]) >= max_timesteps:
-        return "done"
-    if CheckpointStore(root / "checkpoints", keep=1).latest_path() is not None:
-        return "partial"
-    return "stale"
 
 
 @functools.cache
@@ -209,40 +199,6 @@ def plan_settle_sweep(args: argparse.Namespace) -> tuple[list[list[str]], int, l
     return runs, done, waiting
 
 
-def run_all(
-    commands: list[list[str]], jobs: int, threads: int, log_dir: Path, stop: StopSignal
-) -> Counter[str]:
-    """Run the commands `jobs` at a time, one log each; returns how many ended "done",
-    "failed", "stopped" (checkpointed on a signal: resumable) or were "not started".
-
-    Once `stop` has seen SIGTERM or Ctrl-C no run starts and each running one gets SIGTERM
-    (a Ctrl-C in a terminal has reached the runs too; a repeated SIGTERM changes nothing)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    log_dir.mkdir(parents=True, exist_ok=True)
-    pending, running, tally, forwarded = list(commands), [], Counter(), False
-    while running or (pending and not stop.received):
-        while pending and len(running) < jobs and not stop.received:
-            cmd = pending.pop(0)
-            log = log_dir / f"{run_tag(cmd)}.log"
-            print(f"start: {run_tag(cmd)}", flush=True)
-            with log.open("a") as f:  # the child keeps its own handle
-                running.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=f), cmd))
-        time.sleep(1.0)
-        if stop.received and not forwarded:
-            for proc, _ in running:
-                proc.send_signal(signal.SIGTERM)
-            forwarded = True
-        for proc, cmd in list(running):
-            if proc.poll() is not None:
-                running.remove((proc, cmd))
-                status = {0: "done", EXIT_STOPPED: "stopped"}.get(proc.returncode, "failed")
-                tally[status] += 1
-                note = {"failed": f" (see {log_dir})", "stopped": " (checkpointed)"}.get(status, "")
-                print(f"{status}: {run_tag(cmd)}{note}", flush=True)
-    tally["not started"] += len(pending)
-    return tally
-
-
 #: config keys that say where and how a run was written, not what it trained
 BOOKKEEPING = {"dataset_path", "threads"} | {
     key for key in RESUMABLE_CHANGES if key != "max_timesteps" and not key.startswith("settle_")
@@ -308,13 +264,6 @@ def collect_shipped(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
-def run_tag(cmd: list[str]) -> str:
-    """e.g. hopper_medium_v2_iql_w10_seed0 (or ..._w10_settle0.1_seed0), for logs."""
-    config = Path(cmd[cmd.index("--config_path") + 1])
-    out = Path(cmd[cmd.index("--output_dir") + 1]).name
-    return f"{config.parent.name}_{config.stem}_{out}_seed{cmd[cmd.index('--seed') + 1]}"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algorithms", nargs="+", default=["iql", "td3_bc"], choices=ALGORITHMS)
@@ -348,8 +297,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--n_episodes", type=int, default=10)
     parser.add_argument("--dataset_size", type=int, default=100_000, help="rows of made datasets")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS per job")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="local: at a time")
+    parser.add_argument("--threads", type=int, default=1, help="local: OMP_NUM_THREADS per job")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "chain_study")
     parser.add_argument("--data_dir", type=Path, default=REPO / "data", help="made datasets")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
@@ -359,6 +308,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run nothing: gather the runs of each config's own settings into <out>/shipped",
     )
     parser.add_argument("extra", nargs="*", help="config overrides after --, for every run")
+    add_launcher_args(parser)
     args = parser.parse_args(argv)
     if args.settle_sweep and args.settle_w2_weight is not None:
         parser.error("--settle_sweep makes its own copies; drop --settle_w2_weight")
@@ -382,14 +332,18 @@ def main(argv: list[str] | None = None) -> int:
     for cmd in datasets:  # one at a time: each is quick, and later runs need them all
         subprocess.run(cmd, cwd=REPO, check=True)
     with StopSignal() as stop:
-        tally = run_all(runs, args.jobs, args.threads, args.out / "logs", stop)
-        n_sweep = 0
-        if args.settle_sweep and not stop.received:  # it starts from the joint phases' ends
-            sweep, sweep_done, waiting = plan_settle_sweep(args)
-            for run in waiting:
-                print(f"settle sweep: not ready: {run}")
-            tally += run_all(sweep, args.jobs, args.threads, args.out / "logs", stop)
-            n_sweep, done = len(sweep), done + sweep_done
+        try:  # the launcher: runs here (local) or submits them (slurm); one record in <out>
+            tally = launch(args.out, runs, args, lambda: stop.received is not None)
+            n_sweep = 0
+            if args.settle_sweep and not stop.received:  # it starts from the joint phases' ends
+                sweep, sweep_done, waiting = plan_settle_sweep(args)
+                for run in waiting:
+                    print(f"settle sweep: not ready: {run}")
+                tally += launch(args.out, sweep, args, lambda: stop.received is not None)
+                n_sweep, done = len(sweep), done + sweep_done
+        except PogoError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if stop.received:
         print(
             f"chain study stopped ({stop.received}): {tally['stopped']} runs checkpointed, "
@@ -397,6 +351,15 @@ def main(argv: list[str] | None = None) -> int:
             "the same command goes on from there"
         )
         return EXIT_STOPPED
+    if args.launcher == "slurm" and (tally["submitted"] or tally["queued"]):
+        print(
+            f"chain study: {tally['submitted']} runs submitted, {tally['queued']} in the queue, "
+            f"{done} done; `python -m algorithms.launch status {args.out}` follows them, and the "
+            "same command, once they are done, "
+            + ("submits the settle sweep's runs and " if args.settle_sweep else "")
+            + "writes the tables"
+        )
+        return 0
     outs = [weight_dir(args.out, w) for w in args.w2_weights]
     schedules = {schedule_of(args, config) for config, *_ in each_run(args)}
     outs += [

@@ -1,5 +1,5 @@
 """The package layering: every module's imports (also those inside functions) form no cycle, and
-each package imports only downward: networks <- datasets <- offline <- scripts, benchmarks."""
+each package imports only downward: networks <- datasets <- offline <- launch <- scripts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a package may import from the packages listed after it, never from those before it
-LAYERS = ("algorithms.offline", "algorithms.datasets", "algorithms.networks")
+LAYERS = ("algorithms.launch", "algorithms.offline", "algorithms.datasets", "algorithms.networks")
 
 
 def module_name(path: Path) -> str:

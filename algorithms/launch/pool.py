@@ -8,9 +8,11 @@ interruption.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -25,10 +27,15 @@ from algorithms.launch.sweep import (
 )
 
 
-def _ignore_preemption_notice() -> None:
-    """In a run's process: SLURM signals every process of a task (USR2 before a time limit or a
-    preemption), and USR2 would kill a run unsaved; the task forwards SIGTERM instead."""
+def _in_run_process() -> None:
+    """In a run's process, before it starts: SLURM signals every process of a task (USR2 before
+    a time limit or a preemption), and USR2 would kill a run unsaved: the task forwards SIGTERM
+    instead. And should the launcher die, the run gets SIGTERM (it checkpoints and stops), so
+    no orphan goes on writing a run that a requeued task continues."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class Pool:
@@ -72,7 +79,7 @@ class Pool:
                 env=env,
                 stdout=f,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_ignore_preemption_notice,
+                preexec_fn=_in_run_process,
             )
         record_start(self.sweep.exit_path(run), proc.pid)
         self.running.append((proc, run, slot))
@@ -89,7 +96,7 @@ class Pool:
             self.tally[kind] += 1
             note = {
                 "failed": f" (exit {proc.returncode}; log: {self.sweep.log_path(run)})",
-                "stopped": " (checkpointed: resumable)",
+                "stopped": " (checkpointed)",
             }.get(kind, "")
             print(f"{kind}: {run.tag}{note}", flush=True)
 
