@@ -143,7 +143,7 @@ def _require_slurm() -> None:
     if shutil.which("sbatch") is None or probe.returncode != 0 or not probe.stdout.strip():
         pytest.fail(
             "no SLURM cluster to submit to: run `sudo scripts/local_slurm.sh up` first "
-            "(or deselect this test with -m 'not slurm')"
+            "(or leave it out: pytest -m 'not slurm')"
         )
 
 

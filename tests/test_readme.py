@@ -22,6 +22,7 @@ QUICK_COMMANDS = (
     "python -m algorithms.offline.results --help",
     "python -m algorithms.datasets.make_dataset --help",
     "python scripts/chain_study.py --dry-run",
+    "python -m algorithms.launch --help",
 )
 #: path prefixes that name files of the repository (not outputs a command writes)
 REPO_PATH = re.compile(r"^(scripts|benchmarks|configs|requirements)/[\w./-]+$")
@@ -79,7 +80,9 @@ def named_paths(words: list[str]) -> list[str]:
 
 
 def module_file(name: str) -> Path:
-    return ROOT / (name.replace(".", "/") + ".py")
+    """The file `python -m name` runs: name.py, or a package's __main__.py."""
+    package = ROOT / name.replace(".", "/") / "__main__.py"
+    return package if package.is_file() else ROOT / (name.replace(".", "/") + ".py")
 
 
 def markdown_files() -> list[Path]:
