@@ -36,12 +36,29 @@ def test_iql_energy_is_minus_target_q_at_the_gaussian_mean_over_mean_abs_q():
     assert torch.allclose(raw.compute_energy_function(raw.actor, states, ACTIONS), -q)
 
 
-def test_iql_advantage_energy_subtracts_v():
+def test_iql_advantage_energy_subtracts_v_and_keeps_the_q_divisor():
     trainer, _ = _trainer(iql, "--energy_function_type", "advantage")
     states = torch.randn(B, S)
-    advantage = trainer.q_target(states, trainer.actor.get_mean_std(states)[0]) - trainer.vf(states)
-    expected = -advantage / advantage.abs().mean()
+    q = trainer.q_target(states, trainer.actor.get_mean_std(states)[0])
+    expected = -(q - trainer.vf(states)) / q.abs().mean()  # mean|Q|, as the q energy's
     assert torch.allclose(trainer.compute_energy_function(trainer.actor, states, ACTIONS), expected)
+
+
+@pytest.mark.parametrize("normalize", ["true", "false"])
+def test_advantage_and_q_energies_take_the_same_step(normalize):
+    """V does not depend on the actor: with one divisor the two energies have one gradient, so
+    a W2 weight means the same step in both modes (with mean|Q - V| it did not)."""
+    grads = {}
+    states = torch.randn(B, S)
+    for kind in ("q", "advantage"):
+        trainer, _ = _trainer(
+            iql, "--energy_function_type", kind, "--energy_normalize_q", normalize
+        )  # the same networks: one seed
+        trainer.compute_energy_function(trainer.actor, states, ACTIONS).mean().backward()
+        grads[kind] = [p.grad for p in trainer.actor.net.parameters()]  # the mean's network
+    for g_q, g_adv in zip(grads["q"], grads["advantage"], strict=True):
+        torch.testing.assert_close(g_adv, g_q, rtol=1e-5, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in grads["q"])
 
 
 def test_td3_bc_energy_is_normalised_like_its_actor_loss():

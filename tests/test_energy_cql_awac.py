@@ -235,6 +235,32 @@ def test_awac_energy_q_and_advantage():
     assert torch.allclose(adv_energy - energy, v, atol=1e-5)  # same networks (same seed)
 
 
+def test_awac_energy_plays_the_clipped_mean_and_steps_as_q_in_both_modes():
+    """Q is read at the mean clipped to the action box (what evaluation plays): a mean outside
+    the box gets the edge's Q and no push further out; advantage and q take the same step."""
+    trainer, _ = _trainer(awac, "--energy_normalize_q", "false")
+    states, actions = _batch()[:2]
+    with torch.no_grad():
+        trainer.actor.net[-1].bias[0] += 5.0  # action 0's mean far beyond max_action = 1
+    mean = trainer.actor.net(states)
+    assert (mean[:, 0] > 1.0).all()
+    inside = mean.clamp(-1.0, 1.0)
+    q = torch.min(_q(trainer.critic_1, states, inside), _q(trainer.critic_2, states, inside))
+    energy = trainer.compute_energy_function(trainer.actor, states, actions)
+    assert torch.allclose(energy, -q, atol=1e-6)
+    energy.sum().backward()
+    assert trainer.actor.net[-1].bias.grad[0] == 0  # the edge: Q pulls it no further out
+    assert trainer.actor.net[-1].bias.grad[1] != 0
+
+    grads = {}
+    for kind in ("q", "advantage"):  # normalised (the default): one divisor, mean|Q|
+        t, _ = _trainer(awac, "--energy_function_type", kind)
+        t.compute_energy_function(t.actor, states, actions).mean().backward()
+        grads[kind] = [p.grad for p in t.actor.net.parameters()]
+    for g_q, g_adv in zip(grads["q"], grads["advantage"], strict=True):
+        torch.testing.assert_close(g_adv, g_q, rtol=1e-5, atol=1e-7)
+
+
 def test_awac_train_updates_critics_and_actor():
     trainer, _ = _trainer(awac, "--awac_lambda", "0.3333")
     before = {

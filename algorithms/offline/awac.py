@@ -4,8 +4,8 @@ Actor 0 is a Gaussian with an unsquashed mean and a learned state-independent lo
 maximises the data's log-likelihood weighted by `exp((Q(s, a) - V(s)) / awac_lambda)`, where
 `V(s) = min(Q1, Q2)(s, a_pi)` at an action sampled from the policy. Twin critics learn by TD on
 the policy's next actions and the target critics' minimum. Actors i >= 1 minimise
-`-min(Q1, Q2)(s, pi(s))` at the Gaussian's mean, or `-(Q - V)` (`energy_function_type:
-advantage`) with AWAC's own V.
+`-min(Q1, Q2)(s, pi(s))` at the Gaussian's mean clipped to the action box (where evaluation
+plays it), or `-(Q - V)` (`energy_function_type: advantage`) with AWAC's own V.
 """
 
 import copy
@@ -131,11 +131,14 @@ class AdvantageWeightedActorCritic(TrainerBase):
     def compute_energy_function(
         self, actor: BaseActor, states: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:
-        """-min Q(s, pi(s)) or -(min Q(s, pi(s)) - V(s)) per state, [B]; pi(s) the mean action."""
-        q = self._q(states, get_action(actor, states))  # [B]
-        if self.config.energy_function_type == "advantage":
-            q = q - self.value(states)  # detached: AWAC's V samples actor 0
-        return q_energy(q, normalize=bool(self.config.energy_normalize_q))
+        """-min Q(s, pi(s)) or -(min Q(s, pi(s)) - V(s)) per state, [B]; pi(s) the mean action
+        clipped to the action box, the action evaluation plays (AWAC's Gaussian mean is not
+        squashed: unclipped, Q would pull the chain to actions it never plays)."""
+        mean = get_action(actor, states).clamp(-self.max_action, self.max_action)  # [B, A]
+        q = self._q(states, mean)  # [B]
+        # detached: AWAC's V samples actor 0
+        v = self.value(states) if self.config.energy_function_type == "advantage" else None
+        return q_energy(q, normalize=bool(self.config.energy_normalize_q), baseline=v)
 
 
 def build(

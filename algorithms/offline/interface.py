@@ -90,12 +90,17 @@ class TrainerBase:
         self.total_it = state_dict["total_it"]
 
 
-def q_energy(q: torch.Tensor, normalize: bool, scale: float = 1.0) -> torch.Tensor:
-    """`-Q` per state, or `-scale * Q / mean|Q|` (TD3+BC's and ReBRAC's normalisation), [B] -> [B].
+def q_energy(
+    q: torch.Tensor, normalize: bool, scale: float = 1.0, baseline: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`-Q` per state, or `-(Q - V)` with a `baseline` V(s) (the advantage); normalised, either is
+    multiplied by `scale / mean|Q|` (TD3+BC's and ReBRAC's normalisation), [B] -> [B].
 
     Normalising makes the energy O(scale) whatever the reward scale, which fixes the scale on
-    which `w2_weights` act.
+    which `w2_weights` act. V does not depend on the actor, so both energies have the same
+    gradient; one divisor, mean|Q|, keeps it so: a W2 weight takes the same step in both modes.
     """
+    signal = q if baseline is None else q - baseline
     if normalize:
-        return -scale * q / q.abs().mean().detach()
-    return -q
+        return -scale * signal / q.abs().mean().detach()
+    return -signal

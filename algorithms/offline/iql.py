@@ -142,9 +142,8 @@ class ImplicitQLearning(TrainerBase):
     ) -> torch.Tensor:
         """-Q(s, pi(s)) or -(Q(s, pi(s)) - V(s)) per state, [B]."""
         q = self.q_target(states, get_action(actor, states))  # [B]
-        if self.config.energy_function_type == "advantage":
-            q = q - self.vf(states).detach()
-        return q_energy(q, normalize=bool(self.config.energy_normalize_q))
+        v = self.vf(states).detach() if self.config.energy_function_type == "advantage" else None
+        return q_energy(q, normalize=bool(self.config.energy_normalize_q), baseline=v)
 
 
 def build(
