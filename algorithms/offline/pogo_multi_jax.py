@@ -18,8 +18,11 @@ The same chain as `pogo_multi_main.py`, on a JAX base algorithm (`utils_jax.Algo
   are the same whatever `num_actors` is.
 
 Data, evaluation, config validation and outputs are the PyTorch side's (`data.py`, `envs.py`,
-`utils_pytorch.evaluate_actors`, `config.py`, `run_io.py`). Checkpoints are not written: `--resume`
-is refused.
+`utils_pytorch.evaluate_actors`, `config.py`, `run_io.py`), and so are checkpoints: at each
+evaluation the whole carry (critics, actor 0, chain, optimiser states, random keys, step, the last
+losses) is written as host arrays with the dataset's statistics and the config, atomically, by
+`run_io.CheckpointStore`. `--resume` loads it back into the carry and continues number for number;
+SIGTERM or Ctrl-C checkpoints the stretch of updates it finished and exits with status 75.
 
 Run: python -m algorithms.offline.pogo_multi_jax --config_path configs/offline/pogo_multi/...yaml
 """
@@ -27,7 +30,6 @@ Run: python -m algorithms.offline.pogo_multi_jax --config_path configs/offline/p
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,19 +38,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import torch
 
 from algorithms.datasets.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.datasets.training_data import load_data
-from algorithms.errors import PogoError
 from algorithms.offline.config import PogoConfig, load_algorithm, parse_config
 from algorithms.offline.run_io import (
+    CheckpointStore,
     RunLogger,
+    StopSignal,
     check_run_dir,
-    init_wandb,
-    prepare_run_dir,
+    check_same_data,
     progress_bar,
     report_eval,
     report_final,
+    resume_state,
+    run_main,
+    start_outputs,
+    stop_if_signalled,
 )
 from algorithms.offline.utils_jax import (
     AlgorithmInterface,
@@ -57,6 +64,8 @@ from algorithms.offline.utils_jax import (
     EvalPolicy,
     Log,
     device_dataset,
+    device_tree,
+    host_tree,
     next_actions,
     resolve_jax_device,
     sample_batch,
@@ -64,12 +73,15 @@ from algorithms.offline.utils_jax import (
 )
 from algorithms.offline.utils_pytorch import (
     check_finite_losses,
+    check_finite_state,
     evaluate_actors,
     release_free_memory,
 )
 from algorithms.offline.w2 import resolve_w2_method
 
 Carry = dict[str, Any]  # everything one update reads and writes (a pytree)
+#: a checkpoint's part -> the carry's (the PyTorch main's names where it has the same part)
+CHECKPOINT_PARTS = {"trainer": "base", "chain": "chain", "keys": "keys", "log": "log"}
 
 
 def _nan_like(log: dict[str, jax.ShapeDtypeStruct]) -> Log:
@@ -200,6 +212,7 @@ class Run:
     data: dict[str, jax.Array]  # the training set on the device
     eval_fns: EvalFns
     logger: RunLogger
+    checkpoints: CheckpointStore
     root: Path
     env_id: str
     family: str
@@ -211,6 +224,27 @@ class Run:
     progress: Any = None
     clock: tuple[float, int] = (0.0, 0)
     scores: np.ndarray | None = None  # [n_actors, n_episodes] of the last evaluation
+    stop: StopSignal = dataclasses.field(default_factory=StopSignal)  # SIGTERM / Ctrl-C seen
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue number for number, as host arrays."""
+        state: dict[str, Any] = {"step": self.step}
+        for part, key in CHECKPOINT_PARTS.items():
+            state[part] = host_tree(self.carry[key])
+        state["state_mean"] = self.state_mean
+        state["state_std"] = self.state_std
+        state["config"] = dataclasses.asdict(self.config)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        """Refuse a checkpoint of other data or other networks, else take its carry."""
+        check_same_data(state, self.state_mean, self.state_std, source)
+        carry = dict(self.carry)
+        for part, key in CHECKPOINT_PARTS.items():
+            carry[key] = device_tree(self.carry[key], state[part], source)
+        carry["step"] = jax.device_put(jnp.asarray(state["step"], jnp.int32), self.device)
+        self.carry = carry
+        self.step = state["step"]
 
 
 def setup(config: PogoConfig) -> Run:
@@ -264,31 +298,37 @@ def setup(config: PogoConfig) -> Run:
     def run_updates(carry: Carry, data: dict[str, jax.Array], n: jax.Array) -> Carry:
         return jax.lax.fori_loop(0, n, lambda _, c: update(c, data), carry)
 
-    wandb_run = init_wandb(config, root) if config.use_wandb else None
-    prepare_run_dir(config)
-    logger = RunLogger(root, config)
-    logger.start(wandb_run)
-    return Run(
-        config,
-        algo,
-        chain,
-        carry,
-        run_updates,
-        data,
-        EvalFns(algo.actor),
-        logger,
-        root,
-        env_id,
-        family,
-        state_mean,
-        state_std,
-        device,
-        len(dataset["actions"]),
+    checkpoints = CheckpointStore.of_run(root, config)
+    run = Run(
+        config=config,
+        algo=algo,
+        chain=chain,
+        carry=carry,
+        run_updates=run_updates,
+        data=data,
+        eval_fns=EvalFns(algo.actor),
+        logger=RunLogger(root, config),
+        checkpoints=checkpoints,
+        root=root,
+        env_id=env_id,
+        family=family,
+        state_mean=state_mean,
+        state_std=state_std,
+        device=device,
+        n_transitions=len(dataset["actions"]),
     )
+    if config.resume:  # checked as it loads: a checkpoint that does not fit fails before writing
+        state, path = resume_state(config, checkpoints)
+        run.load_state_dict(state, path)
+        print(f"resuming {root} from {path.name} (step {run.step})")
+    start_outputs(config, root, run.logger, checkpoints, run.step)  # the first write
+    return run
 
 
 def train(run: Run) -> Path:
-    """The training loop; returns the run directory (logs/eval.csv, logs/train.jsonl)."""
+    """The training loop, in jitted stretches that end at every multiple of `log_freq` and
+    `eval_freq` (whatever step it starts from, so a resumed run runs the same stretches);
+    returns the run directory (logs/eval.csv, logs/train.jsonl, checkpoints/)."""
     config = run.config
     print(
         f"POGO {config.algorithm} (JAX on {run.device.platform}) on {config.env}: "
@@ -297,22 +337,27 @@ def train(run: Run) -> Path:
     )
     run.progress = progress_bar(config, run.step)
     run.clock = (time.perf_counter(), run.step)
-    while run.step < config.max_timesteps:
-        t = run.step
-        stop = min(
-            (t // config.log_freq + 1) * config.log_freq,
-            (t // config.eval_freq + 1) * config.eval_freq,
-            config.max_timesteps,
-        )
-        run.carry = run.run_updates(run.carry, run.data, jnp.asarray(stop - t, jnp.int32))
-        run.step = stop
-        log = {k: float(v) for k, v in jax.device_get(run.carry["log"]).items()}
-        check_finite_losses(log, stop, None)  # the losses of the last update of the stretch
-        if stop % config.log_freq == 0:
-            run.logger.log_train(stop, log)
-        run.progress.update(stop - t)
-        if stop % config.eval_freq == 0 or stop == config.max_timesteps:
-            evaluate(run)
+    with run.stop:
+        while run.step < config.max_timesteps:
+            t = run.step
+            end = min(
+                (t // config.log_freq + 1) * config.log_freq,
+                (t // config.eval_freq + 1) * config.eval_freq,
+                config.max_timesteps,
+            )
+            run.carry = run.run_updates(run.carry, run.data, jnp.asarray(end - t, jnp.int32))
+            run.step = end
+            log = {k: float(v) for k, v in jax.device_get(run.carry["log"]).items()}
+            # the losses of the stretch's last update
+            check_finite_losses(log, end, run.checkpoints.latest_path())
+            if end % config.log_freq == 0:
+                run.logger.log_train(end, log)
+            run.progress.update(end - t)
+            if end % config.eval_freq == 0 or end == config.max_timesteps:
+                evaluate(run)
+                save_checkpoint(run)
+                release_free_memory()
+            stop_if_signalled(run.stop, end, run.progress, run.logger, lambda: save_checkpoint(run))
     run.progress.close()
     run.logger.close()
     report_final(run.scores, run.step, run.root)
@@ -344,14 +389,22 @@ def evaluate(run: Run) -> None:
     run.scores = scores
     run.logger.log_eval(run.step, returns, scores)
     run.clock = report_eval(run.progress, run.step, scores, run.clock)
-    release_free_memory()
+
+
+def save_checkpoint(run: Run) -> Path:
+    """Checkpoint the carry; a non-finite parameter is refused (the PyTorch main's check, on
+    zero-copy torch views of the host arrays), so the last checkpoint is always a good one."""
+    state = run.state_dict()
+    views = {
+        part: {k: torch.from_numpy(v) for k, v in state[part].items()}
+        for part in ("trainer", "chain")
+    }
+    check_finite_state(views, run.step, run.checkpoints.latest_path())
+    return run.checkpoints.save(run.step, state)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    try:
-        return train(setup(parse_config(argv)))
-    except PogoError as err:  # bad input (config, dataset, env, checkpoint, wandb), NaN: one line
-        sys.exit(f"error: {err}")
+    return run_main(lambda: train(setup(parse_config(argv))))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """What the JAX chain (`pogo_multi_jax.py`) shares: the algorithm interface, W2^2 in JAX, data on
-the device, and the bridge to the project's (PyTorch-side) evaluation.
+the device, pytrees to and from checkpoints, and the bridge to the project's (PyTorch-side)
+evaluation.
 
 W2^2 here is the same quantity as in `w2.py`, with the same names: per state, summed over action
 dimensions, shape [B]; `sinkhorn_w2_squared` is GeomLoss's debiased Sinkhorn divergence (cost
@@ -14,6 +15,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,6 +24,7 @@ import numpy as np
 import optax
 import torch
 
+from algorithms.errors import CheckpointError
 from algorithms.offline.config import ConfigError, PogoConfig
 
 Params = Any  # a pytree of arrays
@@ -54,8 +57,9 @@ class AlgorithmInterface(abc.ABC):
         `compute_energy_function(state, actor_params, states, key) -> [B]`;
       * `make_actor_optimizer(actor) -> (optimizer, schedule)` -> `make_actor_optimizer() ->`
         an optax transformation (a schedule lives inside it);
-      * `state_dict()` / `load_state_dict()` -> `init(key) -> state` (the JAX chain does not
-        checkpoint yet).
+      * `state_dict()` / `load_state_dict()` -> `init(key) -> state`; the loop checkpoints
+        the state as host arrays (`host_tree`) and loads it back onto `init`'s
+        (`device_tree`).
 
     `train` is the base algorithm's whole update, made of `update_critic` and `update_actor`
     (JAX-CORL/ReBRAC's own parts); the critics see actor 0 alone, the chain only ever reads
@@ -145,10 +149,6 @@ def check_jax_config(config: PogoConfig) -> None:
         raise ConfigError(
             "actor_configs: the JAX chain's actors share actor 0's type (stacked parameters); "
             "leave it null"
-        )
-    if config.resume:
-        raise ConfigError(
-            "resume: the JAX chain writes no checkpoints to resume from; rerun with --overwrite"
         )
     if config.settle_steps:
         raise ConfigError(
@@ -342,6 +342,54 @@ def sample_batch(data: dict[str, jax.Array], key: jax.Array, batch_size: int) ->
     size = data["states"].shape[0]
     idx = jax.random.randint(key, (batch_size,), 0, size)  # [B]
     return {k: v[idx] for k, v in data.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Pytrees to and from checkpoints
+
+
+def _leaf_name(path: tuple) -> str:
+    return jax.tree_util.keystr(path, simple=True, separator=".")
+
+
+def _is_key(leaf: jax.Array) -> bool:
+    return jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def host_tree(tree: Any) -> dict[str, np.ndarray]:
+    """A pytree as {dotted path: host array} (writable copies): a checkpoint that holds plain
+    arrays, no pickled flax or optax classes. A typed random key is stored as its key data."""
+    flat = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        flat[_leaf_name(path)] = np.array(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
+    return flat
+
+
+def device_tree(template: Any, saved: dict[str, np.ndarray], source: Path) -> Any:
+    """`host_tree`'s arrays back into `template`'s structure, dtypes, key types and devices;
+    a path missing, unknown or of another shape is a CheckpointError naming it and `source`."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    names = [_leaf_name(path) for path, _ in leaves]
+    unmatched = sorted(set(saved) ^ set(names))
+    if unmatched:
+        where = "only in" if unmatched[0] in saved else "missing from"
+        raise CheckpointError(
+            f"resume: {unmatched[0]} is {where} {source}; it holds another run's state"
+        )
+    restored = []
+    for name, (_, leaf) in zip(names, leaves):
+        value = saved[name]
+        expected = jax.random.key_data(leaf) if _is_key(leaf) else leaf
+        if (value.shape, value.dtype) != (expected.shape, expected.dtype):
+            raise CheckpointError(
+                f"resume: {name} in {source} is {value.dtype}{list(value.shape)}, this run's "
+                f"{expected.dtype}{list(expected.shape)}"
+            )
+        array = jax.device_put(value, next(iter(leaf.devices())))
+        if _is_key(leaf):
+            array = jax.random.wrap_key_data(array, impl=jax.random.key_impl(leaf))
+        restored.append(array)
+    return jax.tree_util.tree_unflatten(treedef, restored)
 
 
 # --------------------------------------------------------------------------------------------
