@@ -185,9 +185,9 @@ def test_a_stopped_study_checkpoints_its_runs_and_starts_no_more(tiny_behavior, 
     out, _ = study.communicate(timeout=120)
     name = signal.SIGTERM.name if how == "SIGTERM to the study" else signal.SIGINT.name
     assert study.returncode == 75 == EXIT_STOPPED, out  # the status docs/runs.md promises
-    assert "stopped: hopper_medium_v2_td3_bc_w10_seed0 (checkpointed)" in out
+    assert "stopped: w10_td3_bc_hopper_medium-v2_seed0 (checkpointed)" in out
     assert f"chain study stopped ({name}): 1 runs checkpointed, 1 not started, 0 failed" in out
-    log = (tmp_path / "out" / "logs" / "hopper_medium_v2_td3_bc_w10_seed0.log").read_text()
+    log = (tmp_path / "out" / "logs" / "w10_td3_bc_hopper_medium-v2_seed0.log").read_text()
     assert f"stopped: {name} after update " in log
     step = int(log.split(f"stopped: {name} after update ")[1].split(":")[0])
     assert latest.read_text().strip() == f"checkpoint_{step:010d}.pt"
