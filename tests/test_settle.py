@@ -149,3 +149,64 @@ def test_settle_from_predecessor_needs_actor_0s_architecture(tiny_run_args):
     argv += ["--settle_steps", "10", "--settle_from_predecessor", "true"]
     with pytest.raises(ConfigError, match="settle_from_predecessor: the chain starts as copies"):
         parse_config(argv)
+
+
+@pytest.mark.parametrize("algorithm", ["td3_bc", "iql"])
+def test_a_settle_only_chain_is_the_base_algorithm_then_the_settle_phase(
+    tiny_run_args, tmp_path, algorithm
+):
+    """joint_chain: false. The joint phase is the base algorithm alone (no chain update, the
+    chain still its initial copy); the settle phase then starts from copies of actor 0 with
+    fresh optimisers, exactly where a joint chain with settle_from_predecessor starts it: with
+    noise-free links (l2, closed form) the two end with the same numbers."""
+    settle = ["--settle_steps", "10", "--settle_w2_weights", "[0.5]"]
+    argv = tiny_run_args(algorithm, 3, max_timesteps=20, keep_checkpoints=5, log_freq=1)
+    lazy = pogo_multi_main.main(
+        argv + settle + ["--joint_chain", "false", "--output_dir", str(tmp_path / "lazy")]
+    )
+    joint = pogo_multi_main.main(
+        argv + settle + ["--settle_from_predecessor", "true", "--output_dir", str(tmp_path / "j")]
+    )
+    logs = [json.loads(line) for line in (lazy / "logs/train.jsonl").read_text().splitlines()]
+    assert not any(k.startswith("chain/") for r in logs if r["step"] <= 20 for k in r)
+    assert all("chain/loss_1" in r for r in logs if r["step"] > 20)
+    start, end_of_joint = _checkpoint(lazy, 10), _checkpoint(lazy, 20)
+    # the chain is untouched through the joint phase: its initial weights, no optimiser moments
+    chain_at_20 = _tensors(end_of_joint["chain"]["actors"])
+    chain_at_10 = _tensors(start["chain"]["actors"])
+    assert all(torch.equal(chain_at_10[k], chain_at_20[k]) for k in chain_at_10)
+    assert all(not opt["state"] for opt in end_of_joint["chain"]["optimizers"])
+    # actor 0 and the critics: as with a trained chain (the chain never touches them)
+    a, b = _tensors(end_of_joint["trainer"]), _tensors(_checkpoint(joint, 20)["trainer"])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the settle phase: the same start, the same steps
+    a, b = _tensors(_checkpoint(lazy, 30)["chain"]), _tensors(_checkpoint(joint, 30)["chain"])
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7, msg=k)
+    rows = lambda root: (root / "logs/eval.csv").read_text().splitlines()  # noqa: E731
+    assert [r for r in rows(lazy) if r.startswith("30,")] == [
+        r for r in rows(joint) if r.startswith("30,")
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "joint_chain: false trains the chain in the settle phase only; set settle_steps > 0"),
+        (
+            [
+                "--settle_steps",
+                "5",
+                "--actor_configs",
+                "[{type: deterministic}, {type: deterministic}]",
+            ],
+            "joint_chain: false starts the chain as copies of actor 0, so it takes actor 0's "
+            "architecture; drop actor_configs",
+        ),
+    ],
+)
+def test_a_settle_only_chain_needs_a_settle_phase_and_actor_0s_architecture(extra, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(["--algorithm", "iql", "--num_actors", "3", "--joint_chain", "false", *extra])
+    assert str(err.value) == message

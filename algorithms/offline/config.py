@@ -125,6 +125,10 @@ class PogoConfig:
     # joint phase left it, whose distance to actor 0 Adam does not shrink whatever the weight
     # (docs/chain_study.md); the chain then has actor 0's architecture (no actor_configs)
     settle_from_predecessor: bool = False
+    # train actors i >= 1 in the joint phase too; false: they train in the settle phase only,
+    # from copies of actor 0 (as settle_from_predecessor), so the joint phase costs what the
+    # base algorithm costs (the joint chain trails actor 0 anyway: docs/chain_study.md)
+    joint_chain: bool = True
     # actors i >= 1 as one stacked ensemble (vmap: one forward/backward, one optimiser step) when
     # they share actor 0's architecture; false: a Python loop over them (the same numbers)
     vectorize_chain: bool = True
@@ -194,6 +198,15 @@ class PogoConfig:
             self._check_chain_weights("settle_w2_weights", n_chain)
         if self.settle_from_predecessor and not self.settle_steps:
             raise ConfigError("settle_from_predecessor: needs a settle phase (settle_steps > 0)")
+        if not self.joint_chain and not self.settle_steps:
+            raise ConfigError(
+                "joint_chain: false trains the chain in the settle phase only; set settle_steps > 0"
+            )
+        if not self.joint_chain and self.actor_configs is not None:
+            raise ConfigError(
+                "joint_chain: false starts the chain as copies of actor 0, so it takes actor 0's "
+                "architecture; drop actor_configs"
+            )
         if self.settle_from_predecessor and self.actor_configs is not None:
             raise ConfigError(
                 "settle_from_predecessor: the chain starts as copies of actor 0, so it takes "

@@ -13,7 +13,8 @@
   This is one JKO step per update: pi_i is the proximal point of the energy from pi_{i-1}.
 * With `settle_steps`, after `max_timesteps` the chain trains on alone: actor 0 and the
   critics are frozen, so each link solves its JKO step from a fixed predecessor instead of
-  tracking a moving one (`settle_w2_weights`: its size; `settle_from_predecessor`: from actor 0).
+  tracking a moving one (`settle_w2_weights`: its size; `settle_from_predecessor`: from actor 0;
+  `joint_chain: false`: the chain trains in this phase only, the joint phase is the base alone).
 * `num_actors: 1` is the base algorithm, number for number.
 
 Run: python -m algorithms.offline.pogo_multi_main --config_path configs/offline/pogo_multi/...yaml
@@ -379,12 +380,13 @@ def train(run: Run) -> Path:
         for t in range(run.step + 1, config.max_timesteps + 1):  # the joint phase
             batch = run.buffer.sample(config.batch_size)
             log = trainer.train(batch)
-            if chain.chain and trainer.total_it % trainer.policy_freq == 0:
+            if chain.chain and config.joint_chain and trainer.total_it % trainer.policy_freq == 0:
                 log.update(chain.update(batch[0], batch[1]))
             after_update(run, t, log)
         if config.settle_steps:  # the settle phase: actor 0 and the critics stay as they are
             chain.settle(config.settle_w2_weights or config.w2_weights)
-            if config.settle_from_predecessor and run.step == config.max_timesteps:
+            from_actor0 = config.settle_from_predecessor or not config.joint_chain
+            if from_actor0 and run.step == config.max_timesteps:
                 chain.start_from_predecessors()  # once: a resumed settle phase has its copies
             for t in range(max(run.step, config.max_timesteps) + 1, config.total_steps + 1):
                 if config.settle_lr_schedule == "cosine":
