@@ -123,7 +123,12 @@ def test_smoke_run_writes_outputs(runs, name):
             assert line[f"chain/loss_{i}"] == pytest.approx(loss, rel=1e-5, abs=1e-6)
             assert line[f"chain/w2_{i}"] > 0.0
 
-    assert list((run.root / "checkpoints").iterdir()) == []  # the JAX chain does not checkpoint
+    # a checkpoint at each evaluation (tests/test_jax_resume.py resumes from them)
+    assert sorted(p.name for p in (run.root / "checkpoints").iterdir()) == [
+        "checkpoint_0000000010.pt",
+        "checkpoint_0000000020.pt",
+        "latest",
+    ]
     again = parse_config(["--config_path", str(run.root / "logs" / "config.yaml")])
     assert (again.algorithm, again.num_actors) == (algorithm, num_actors)
     assert again.energy_normalize_q is (algorithm == "rebrac")  # resolved, as the base loss
