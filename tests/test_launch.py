@@ -219,3 +219,31 @@ def test_sigusr2_does_not_reach_a_run_unsaved(synthetic_dataset, tmp_path):
     pool.stop(wait_s=60)
     assert proc.returncode == 75
     assert pool.tally == {"stopped": 1}
+
+
+def test_a_run_whose_launcher_dies_checkpoints_and_stops(synthetic_dataset, tmp_path):
+    """kill -9 of the launcher (a task killed past its grace time, a login shell gone): its run
+    gets SIGTERM, checkpoints the update it finished and exits, instead of writing on as an
+    orphan beside the run a requeued task starts."""
+    out, sweep_dir = tmp_path / "out", tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "algorithms.offline.pogo_multi_main", "--config_path",
+           "configs/offline/pogo_multi/hopper/medium_v2_iql.yaml", "--dataset_path",
+           str(synthetic_dataset), "--output_dir", str(out), *RUN_ARGS,
+           "--max_timesteps", "100000", "--eval_freq", "50"]  # fmt: skip
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "algorithms.launch", "run", str(sweep_dir)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    launcher.stdin.write(" ".join(cmd) + "\n")
+    launcher.stdin.close()
+    latest = out / "iql/hopper/medium-v2/seed_0/checkpoints/latest"
+    _wait(lambda: latest.exists(), 120, "a first checkpoint")
+    launcher.kill()
+    launcher.wait()
+    log = sweep_dir / "logs" / "out_iql_hopper_medium-v2_seed0.log"
+    _wait(lambda: "--resume continues" in log.read_text(), 60, "the orphaned run to stop")
+    step = int(log.read_text().split("stopped: SIGTERM after update ")[1].split(":")[0])
+    assert latest.read_text().strip() == f"checkpoint_{step:010d}.pt"

@@ -8,7 +8,6 @@ interruption.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -25,17 +24,6 @@ from algorithms.launch.sweep import (
     record_exit,
     record_start,
 )
-
-
-def _in_run_process() -> None:
-    """In a run's process, before it starts: SLURM signals every process of a task (USR2 before
-    a time limit or a preemption), and USR2 would kill a run unsaved: the task forwards SIGTERM
-    instead. And should the launcher die, the run gets SIGTERM (it checkpoints and stops), so
-    no orphan goes on writing a run that a requeued task continues."""
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-    if sys.platform == "linux":
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class Pool:
@@ -74,12 +62,11 @@ class Pool:
             f.write(f"$ {' '.join(cmd)}\n")
             f.flush()
             proc = subprocess.Popen(
-                cmd,
+                [sys.executable, "-m", "algorithms.launch.child", *cmd],  # USR2 ignored, ...
                 cwd=REPO,
                 env=env,
                 stdout=f,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_in_run_process,
             )
         record_start(self.sweep.exit_path(run), proc.pid)
         self.running.append((proc, run, slot))
