@@ -3,6 +3,8 @@ on a real one-node SLURM (scripts/local_slurm.sh; CI brings it up) preempted and
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -244,6 +246,11 @@ def test_a_run_whose_launcher_dies_checkpoints_and_stops(synthetic_dataset, tmp_
     launcher.kill()
     launcher.wait()
     log = sweep_dir / "logs" / "out_iql_hopper_medium-v2_seed0.log"
-    _wait(lambda: "--resume continues" in log.read_text(), 60, "the orphaned run to stop")
+    try:
+        _wait(lambda: "--resume continues" in log.read_text(), 60, "the orphaned run to stop")
+    finally:  # never leave an orphan training on after a failure
+        pid = json.loads((sweep_dir / "exits" / f"{log.stem}.json").read_text())["pid"]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     step = int(log.read_text().split("stopped: SIGTERM after update ")[1].split(":")[0])
     assert latest.read_text().strip() == f"checkpoint_{step:010d}.pt"
