@@ -29,7 +29,10 @@ gathers instead, per algorithm and dataset, the runs made with the shipped confi
 and settle settings (each run's recorded config equals the config with the command's
 overrides, up to where the run was written) from whichever `<out>/` directory holds them, into
 `<out>/shipped/`, and prints its table and verdict (`<out>/shipped.md`): the study judged on
-the shipped defaults. A dataset goes in only with all `--seeds` finished.
+the shipped defaults. A dataset goes in only with all `--seeds` finished. The settings were
+chosen on seeds 0-2: `--fresh_seeds 3 4 5` gathers those seeds' runs too (made by the study with
+`--w2_weights 10 --seeds 3 4 5`, the shipped weight) into `<out>/shipped_fresh/`, and puts the
+chain's gain on both seed sets side by side.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from algorithms.offline.config import (  # noqa: E402
     load_algorithm,
     parse_config,
 )
+from algorithms.offline.results import collect, gains_side_by_side  # noqa: E402
 from algorithms.offline.run_io import (  # noqa: E402
     EXIT_STOPPED,
     RESUMABLE_CHANGES,
@@ -213,7 +217,13 @@ def shipped_runs(args: argparse.Namespace) -> tuple[dict[tuple[str, str], list[P
     BOOKKEEPING and the config's nulls (an algorithm's default, filled in by the run). A key
     missing from a run's record is older than the run: it ran with the key's default."""
     found, missing = {}, []
-    homes = [d for d in sorted(args.out.glob("*/")) if d.name not in ("logs", "shipped")]
+    # run directories only: not the launcher's record, not a gathered copy
+    bookkeeping = ("logs", "exits", "slurm")
+    homes = [
+        d
+        for d in sorted(args.out.glob("*/"))
+        if d.name not in bookkeeping and not d.name.startswith("shipped")
+    ]
     planned = {(c, p, a, e, s): None for c, p, a, e, _, s in each_run(args)}  # one per w2 weight
     for config, path, algorithm, env, seed in planned:
         key = (algorithm, env)
@@ -241,26 +251,55 @@ def shipped_runs(args: argparse.Namespace) -> tuple[dict[tuple[str, str], list[P
     return found, missing
 
 
-def collect_shipped(args: argparse.Namespace) -> int:
-    """<out>/shipped: a copy of the logs of each dataset's runs of its shipped setting, then its
-    table and verdict. Exit status 1 when a planned run is missing (its dataset is left out)."""
+def gather_shipped(args: argparse.Namespace, name: str) -> tuple[Path | None, list[str]]:
+    """<out>/<name>: a copy of the logs of each dataset's runs of its shipped setting, every one
+    of `args.seeds` finished (a dataset is judged on all its seeds or not at all); returns the
+    directory (None if empty) and the runs not finished."""
     found, missing = shipped_runs(args)
-    shipped = args.out / "shipped"
+    shipped = args.out / name
     shutil.rmtree(shipped, ignore_errors=True)
     for (algorithm, env), runs in sorted(found.items()):
-        if len(runs) < len(args.seeds):  # a dataset is judged on all its seeds or not at all
+        if len(runs) < len(args.seeds):
             continue
         for root in runs:
             shutil.copytree(root / "logs", shipped / root.relative_to(root.parents[3]) / "logs")
         homes = ", ".join(f"{root.name} from {root.parents[3].name}" for root in runs)
-        print(f"shipped: {algorithm} {env}: {homes}")
+        print(f"{name}: {algorithm} {env}: {homes}")
     for run in missing:
-        print(f"shipped: not finished with the shipped setting: {run}")
-    if shipped.is_dir():
-        cmd = [sys.executable, "-m", "algorithms.offline.results", str(shipped), "--chain"]
-        table = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
-        (args.out / "shipped.md").write_text(table)
-        print(f"\n## shipped\n\n{table}")
+        print(f"{name}: not finished with the shipped setting: {run}")
+    return (shipped if shipped.is_dir() else None), missing
+
+
+def collect_shipped(args: argparse.Namespace) -> int:
+    """The shipped settings' table and verdict on --seeds (<out>/shipped.md); with
+    --fresh_seeds also on those seeds, and the two verdicts side by side: settings chosen on
+    some seeds are judged on others. Exit status 1 when a planned run is missing."""
+    report, missing = [], []
+    seed_sets = [("shipped", args.seeds)]
+    if args.fresh_seeds:
+        seed_sets.append(("shipped_fresh", args.fresh_seeds))
+    gathered = {}
+    for name, seeds in seed_sets:
+        directory, not_done = gather_shipped(
+            argparse.Namespace(**{**vars(args), "seeds": seeds}), name
+        )
+        missing += not_done
+        if directory is not None:
+            cmd = [sys.executable, "-m", "algorithms.offline.results", str(directory), "--chain"]
+            table = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
+            label = f"seeds {' '.join(map(str, seeds))}"
+            report.append(f"## {name} ({label})\n\n{table.stdout}")
+            gathered[label] = collect(directory)
+    if len(gathered) == 2:
+        labels = tuple(gathered)
+        side = gains_side_by_side(gathered[labels[0]], gathered[labels[1]], labels)
+        report.append(
+            f"## the chain's gain: the seeds that chose the settings, and fresh ones\n\n{side}"
+        )
+    if report:
+        text = "\n".join(report)
+        (args.out / "shipped.md").write_text(text)
+        print("\n" + text)
     return 1 if missing else 0
 
 
@@ -274,6 +313,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--datasets", nargs="+", default=["medium", "medium-replay"], choices=MAKEABLE_KINDS
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--fresh_seeds",
+        nargs="+",
+        type=int,
+        default=[],
+        help="with --shipped: judge also on these seeds (not those that chose the settings)",
+    )
     parser.add_argument("--w2_weights", nargs="+", type=float, default=[10.0, 50.0, 100.0, 500.0])
     parser.add_argument("--max_timesteps", type=int, default=50_000)
     parser.add_argument(
@@ -314,6 +360,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--settle_sweep makes its own copies; drop --settle_w2_weight")
     chosen = args.settle_sweep or args.settle_w2_weight is not None or args.settle_lr_schedule
     chosen = chosen or args.settle_from_predecessor
+    if args.fresh_seeds and not args.shipped:
+        parser.error("--fresh_seeds: only with --shipped (run the fresh seeds with --seeds)")
     if args.shipped and chosen:
         parser.error("--shipped takes each config's settle settings; drop the settle options")
     return args

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -260,3 +261,50 @@ def test_settle_from_predecessor_goes_to_every_run_and_its_own_sweep_directory(t
         chain_study.sweep_dir(tmp_path, 10, 100, "cosine", True).name == "w10_settle100_cosine_pred"
     )
     assert chain_study.sweep_dir(tmp_path, 10, 100, "cosine").name == "w10_settle100_cosine"
+
+
+def test_shipped_judges_fresh_seeds_beside_the_seeds_that_chose(tiny_behavior, tmp_path, capsys):
+    """--shipped --fresh_seeds: the shipped settings' verdict on the seeds that chose them and on
+    others, each from its own runs, and the chain's gain on both side by side."""
+    data = tmp_path / "data"
+    make_dataset_main(
+        ["--env", "hopper-medium-v2", "--size", "300", "--out", str(data / "hopper_medium-v2.hdf5")]
+        + ["--actors_dir", str(tiny_behavior[0])]
+    )
+    argv = ["--algorithms", "td3_bc", "--envs", "hopper", "--datasets", "medium"]
+    argv += ["--w2_weights", "10", "--max_timesteps", "20", "--settle_steps", "10", "--jobs", "1"]
+    argv += ["--out", str(tmp_path / "out"), "--data_dir", str(data), "--n_episodes", "1"]
+    extra = ["--", "--eval_freq", "10", "--batch_size", "32", "--device", "cpu"]
+    assert chain_study.main([*argv, "--seeds", "0", "1", "2", *extra]) == 0  # 0: chose, 1 2 fresh
+    capsys.readouterr()
+    shipped = [*argv, "--shipped", "--seeds", "0", "--fresh_seeds", "1", "2", *extra]
+    assert chain_study.main(shipped) == 0
+    out = capsys.readouterr().out
+    assert "shipped: td3_bc hopper-medium-v2: seed_0 from w10" in out
+    assert "shipped_fresh: td3_bc hopper-medium-v2: seed_1 from w10, seed_2 from w10" in out
+    runs = tmp_path / "out" / "shipped_fresh" / "td3_bc/hopper/medium-v2"
+    assert sorted(p.name for p in runs.iterdir()) == ["seed_1", "seed_2"]
+
+    def final(seed: int) -> tuple[float, float]:
+        """(actor 0, last actor) at the run's last evaluation, read from its eval.csv."""
+        csv_path = tmp_path / "out" / f"w10/td3_bc/hopper/medium-v2/seed_{seed}/logs/eval.csv"
+        rows = [r.split(",") for r in csv_path.read_text().splitlines()[-3:]]  # its 3 actors
+        return float(rows[0][4]), float(rows[2][4])
+
+    def verdict(gain: float, spread: float) -> str:
+        return "wins" if gain > 0 else "level" if gain >= -spread else "loses"
+
+    chosen = final(0)[1] - final(0)[0]
+    first = np.array([final(s)[0] for s in (1, 2)])
+    fresh = np.array([final(s)[1] for s in (1, 2)]) - first
+    side = (tmp_path / "out" / "shipped.md").read_text().split("## the chain's gain")[1]
+    row = (
+        f"| td3_bc | hopper-medium-v2 | 0 | {chosen:+.1f} ± 0.0 | {verdict(chosen, 0.0)} "
+        f"| 1,2 | {fresh.mean():+.1f} ± {fresh.std():.1f} | {verdict(fresh.mean(), first.std())} |"
+    )
+    assert row in side
+    report = (tmp_path / "out" / "shipped.md").read_text()
+    assert "## shipped (seeds 0)" in report and "## shipped_fresh (seeds 1 2)" in report
+    with pytest.raises(SystemExit):
+        chain_study.main([*argv, "--fresh_seeds", "3"])
+    assert "--fresh_seeds: only with --shipped" in capsys.readouterr().err

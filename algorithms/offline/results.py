@@ -163,6 +163,63 @@ def format_table(table: list[dict], fmt: str = "markdown") -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class ChainGain:
+    """The last actor against actor 0 on one (algorithm, dataset), paired by seed, over the
+    seeds that got as far as the dataset's furthest one (an unfinished run is not judged)."""
+
+    algorithm: str
+    dataset: str
+    group: list[RunScores]  # the judged seeds' runs
+    unfinished: int
+    first: np.ndarray  # [seeds] actor 0's final score
+    last: np.ndarray  # [seeds] the last actor's
+
+    @property
+    def diff(self) -> np.ndarray:
+        return self.last - self.first  # [seeds]
+
+    @property
+    def spread(self) -> float:
+        return float(np.std(self.first))  # actor 0's seed spread
+
+    @property
+    def verdict(self) -> str:
+        """wins (mean > 0), level (within actor 0's seed spread) or loses (below it)."""
+        mean = float(self.diff.mean())
+        return "wins" if mean > 0 else "level" if mean >= -self.spread else "loses"
+
+
+def chain_gains(runs: list[RunScores]) -> list[ChainGain]:
+    """A `ChainGain` per (algorithm, dataset) with a chain, in `by_dataset`'s order."""
+    gains = []
+    for (algorithm, dataset), runs_here in by_dataset(
+        [r for r in runs if r.scores.shape[1] > 1]
+    ).items():
+        furthest = max(r.steps[-1] for r in runs_here)
+        group = [r for r in runs_here if r.steps[-1] == furthest]
+        first = np.array([r.last[0] for r in group])
+        last = np.array([r.last[-1] for r in group])
+        gains.append(ChainGain(algorithm, dataset, group, len(runs_here) - len(group), first, last))
+    return gains
+
+
+def algorithm_verdicts(gains: list[ChainGain]) -> dict[str, tuple[float, float, float, str]]:
+    """Per algorithm: actor 0, last actor and their difference averaged over datasets, and
+    "passes" if that difference is >= 0 and no dataset loses, else "fails"."""
+    by_algorithm: dict[str, list[ChainGain]] = defaultdict(list)
+    for gain in gains:
+        by_algorithm[gain.algorithm].append(gain)
+    verdicts = {}
+    for algorithm, rows in by_algorithm.items():
+        first = float(np.mean([g.first.mean() for g in rows]))
+        last = float(np.mean([g.last.mean() for g in rows]))
+        diff = float(np.mean([g.diff.mean() for g in rows]))
+        passes = diff >= 0 and all(g.verdict != "loses" for g in rows)
+        verdicts[algorithm] = (first, last, diff, "passes" if passes else "fails")
+    return verdicts
+
+
 def chain_verdict(runs: list[RunScores]) -> str:
     """Does the chain beat its own actor 0? (issue 9's test of POGO, in markdown.)
 
@@ -182,8 +239,7 @@ def chain_verdict(runs: list[RunScores]) -> str:
     header = ["algorithm", "dataset", "seed", "updates"]
     header += [f"actor {i}" for i in range(n_actors)] + ["last - actor 0"]
     lines = markdown_header(header)
-    groups = by_dataset(chains)
-    for run in (run for group in groups.values() for run in group):
+    for run in (run for group in by_dataset(chains).values() for run in group):
         cells = [run.algorithm, run.dataset, str(run.seed), str(int(run.steps[-1]))]
         cells += [f"{x:.1f}" for x in run.last] + [""] * (n_actors - len(run.last))
         cells.append(f"{run.last[-1] - run.last[0]:+.1f}")
@@ -192,29 +248,51 @@ def chain_verdict(runs: list[RunScores]) -> str:
     header = ["algorithm", "dataset", "seeds", "actor 0", "last actor", "last - actor 0"]
     header += ["worst seed", "actor 0 seed spread", "verdict"]
     lines += ["", *markdown_header(header)]
-    by_algorithm: dict[str, list[tuple[float, float, float, str]]] = defaultdict(list)
-    for (algorithm, dataset), runs_here in groups.items():
-        furthest = max(r.steps[-1] for r in runs_here)
-        group = [r for r in runs_here if r.steps[-1] == furthest]
-        unfinished = len(runs_here) - len(group)
-        first = np.array([r.last[0] for r in group])  # [seeds]
-        last = np.array([r.last[-1] for r in group])  # [seeds]
-        diff, spread = last - first, float(np.std(first))
-        mean = float(diff.mean())
-        verdict = "wins" if mean > 0 else "level" if mean >= -spread else "loses"
-        by_algorithm[algorithm].append((first.mean(), last.mean(), mean, verdict))
-        seeds = f"{len(group)} (+{unfinished} unfinished)" if unfinished else str(len(group))
-        cells = [algorithm, dataset, seeds, Cell(first.mean(), first.std()).text()]
-        cells += [Cell(last.mean(), last.std()).text(), f"{mean:+.1f} ± {diff.std():.1f}"]
-        worst = int(diff.argmin())
-        cells += [f"{diff[worst]:+.1f} (seed {group[worst].seed})", f"{spread:.1f}", verdict]
-        lines.append(markdown_row(cells))
-    for algorithm, rows in by_algorithm.items():
-        first, last, diff = (float(np.mean([r[k] for r in rows])) for k in range(3))
-        passes = diff >= 0 and all(r[3] != "loses" for r in rows)
+    gains = chain_gains(runs)
+    for g in gains:
+        n = len(g.group)
+        seeds = f"{n} (+{g.unfinished} unfinished)" if g.unfinished else str(n)
+        cells = [g.algorithm, g.dataset, seeds, Cell(g.first.mean(), g.first.std()).text()]
+        cells += [Cell(g.last.mean(), g.last.std()).text()]
+        cells += [f"{g.diff.mean():+.1f} ± {g.diff.std():.1f}"]
+        worst = int(g.diff.argmin())
+        cells += [f"{g.diff[worst]:+.1f} (seed {g.group[worst].seed})", f"{g.spread:.1f}"]
+        lines.append(markdown_row(cells + [g.verdict]))
+    for algorithm, (first, last, diff, verdict) in algorithm_verdicts(gains).items():
         cells = [algorithm, "average", "", f"{first:.1f}", f"{last:.1f}", f"{diff:+.1f}", "", ""]
-        cells.append("passes" if passes else "fails")
-        lines.append(markdown_row(cells))
+        lines.append(markdown_row(cells + [verdict]))
+    return "\n".join(lines) + "\n"
+
+
+def gains_side_by_side(
+    chosen: list[RunScores], fresh: list[RunScores], labels: tuple[str, str]
+) -> str:
+    """The chain's gain (last actor - actor 0, mean ± std over seeds) and verdict per dataset,
+    on the seeds that chose the settings and on seeds that did not, side by side: a setting
+    that only fits its own seeds shows here. Datasets judged on one side only are left out."""
+    one = {(g.algorithm, g.dataset): g for g in chain_gains(chosen)}
+    other = {(g.algorithm, g.dataset): g for g in chain_gains(fresh)}
+    both = [key for key in one if key in other]
+    header = ["algorithm", "dataset"]
+    for label in labels:
+        header += [f"{label}: seeds", f"{label}: last - actor 0", f"{label}: verdict"]
+    lines = markdown_header(header)
+
+    def cells(g: ChainGain) -> list[str]:
+        seeds = ",".join(str(r.seed) for r in g.group)
+        return [seeds, f"{g.diff.mean():+.1f} ± {g.diff.std():.1f}", g.verdict]
+
+    for key in both:
+        lines.append(markdown_row([*key, *cells(one[key]), *cells(other[key])]))
+    verdicts = [
+        algorithm_verdicts([one[k] for k in both]),
+        algorithm_verdicts([other[k] for k in both]),
+    ]
+    for algorithm in verdicts[0]:
+        row = [algorithm, "average"]
+        for side in verdicts:
+            row += ["", f"{side[algorithm][2]:+.1f}", side[algorithm][3]]
+        lines.append(markdown_row(row))
     return "\n".join(lines) + "\n"
 
 
