@@ -154,6 +154,9 @@ def queue_states(sweep: Sweep) -> dict[str, str]:
     out = subprocess.run(
         ["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, check=False
     )
+    if out.returncode != 0:  # an empty queue assumed here would resubmit running tasks
+        detail = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "no output"
+        raise LaunchError(f"squeue failed ({detail}): cannot tell which runs are queued")
     in_queue = dict(line.split("|", 1) for line in out.stdout.split() if "|" in line)
     states: dict[str, str] = {}
     for submission in sweep.submissions:
