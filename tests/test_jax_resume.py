@@ -30,7 +30,8 @@ from algorithms.offline.run_io import EXIT_STOPPED  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = Path("rebrac", "hopper", "medium-v2", "seed_0")  # a run's directory under output_dir
-STEPS = 60  # the uninterrupted run's length; every stopped run is resumed to it
+STEPS = 200  # the uninterrupted run's length; every stopped run is resumed to it (long enough
+# that a signal sent under load still lands before it: the SIGKILL case waits for a 5-update window)
 FIRST_CHECKPOINT = "checkpoint_0000000010.pt"  # a stopped run is stopped after this one
 
 
@@ -214,7 +215,7 @@ def test_a_non_finite_state_is_never_checkpointed(clean_run):
     params = jax.tree_util.tree_map(lambda p: p.at[...].set(jnp.nan), carry["chain"]["params"])
     clean_run.carry = {**carry, "chain": {**carry["chain"], "params": params}}
     try:
-        with pytest.raises(NonFiniteError, match=r"step 60: non-finite values in chain\.params\."):
+        with pytest.raises(NonFiniteError, match=rf"step {STEPS}: non-finite values in chain\.params\."):
             pogo_multi_jax.save_checkpoint(clean_run)
     finally:
         clean_run.carry = carry
