@@ -141,6 +141,11 @@ def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tiny_run_args, tmp_p
         assert names == ["checkpoint_0000000010.pt"]
         assert (checkpoints / "latest").read_text() == "checkpoint_0000000010.pt\n"
         assert "stopped:" not in stderr
+        assert stderr.strip().splitlines()[-1] == (  # one line, no traceback
+            "interrupted: the update in progress is not saved; --resume continues from the "
+            "last checkpoint"
+        )
+        assert "Traceback" not in stderr
 
 
 def test_a_gpu_checkpoint_resumes_on_the_cpu(tiny_run_args, tmp_path):

@@ -377,7 +377,8 @@ def stop_if_signalled(
 
 def run_main(run: Callable[[], Path]) -> Path:
     """A main's body (`run`: parse, set up, train) with the project's exits: bad input or NaN
-    is one line (`error: ...`, status 1), a stopped run exits EXIT_STOPPED; a bug keeps its
+    is one line (`error: ...`, status 1), a stopped run exits EXIT_STOPPED, an interrupt (a
+    second Ctrl-C) one line and SIGINT's own status, as a shell expects; a bug keeps its
     traceback."""
     try:
         return run()
@@ -386,6 +387,16 @@ def run_main(run: Callable[[], Path]) -> Path:
     except RunStopped as err:
         print(f"stopped: {err}", file=sys.stderr)
         sys.exit(EXIT_STOPPED)
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the update in progress is not saved; --resume continues from the "
+            "last checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        raise  # not reached: SIGINT ends the process
 
 
 def report_eval(
