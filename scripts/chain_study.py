@@ -378,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
             print(" ".join(cmd[1:]))
         return 0
     for cmd in datasets:  # one at a time: each is quick, and later runs need them all
-        subprocess.run(cmd, cwd=REPO, check=True)
+        if subprocess.run(cmd, cwd=REPO).returncode != 0:  # its own error is printed above
+            print(f"error: chain study: could not make {cmd[-1]}; no run started", file=sys.stderr)
+            return 2
     with StopSignal() as stop:
         try:  # the launcher: runs here (local) or submits them (slurm); one record in <out>
             tally = launch(args.out, runs, args, lambda: stop.received is not None)

@@ -308,3 +308,16 @@ def test_shipped_judges_fresh_seeds_beside_the_seeds_that_chose(tiny_behavior, t
     with pytest.raises(SystemExit):
         chain_study.main([*argv, "--fresh_seeds", "3"])
     assert "--fresh_seeds: only with --shipped" in capsys.readouterr().err
+
+
+def test_a_dataset_that_cannot_be_made_stops_the_study_in_one_line(tmp_path, capsys):
+    """medium-replay needs the behaviour agent's replay buffer; without it nothing runs."""
+    argv = ["--algorithms", "td3_bc", "--envs", "hopper", "--datasets", "medium-replay"]
+    argv += ["--seeds", "0", "--out", str(tmp_path / "out"), "--data_dir", str(tmp_path / "d")]
+    assert chain_study.main(argv) == 2
+    err = capsys.readouterr().err
+    made = tmp_path / "d" / "hopper_medium_replay-v2.hdf5"
+    assert err.strip().splitlines()[-1] == (
+        f"error: chain study: could not make {made}; no run started"
+    )
+    assert not (tmp_path / "out").exists()
