@@ -24,12 +24,19 @@ losses) is written as host arrays with the dataset's statistics and the config, 
 `run_io.CheckpointStore`. `--resume` loads it back into the carry and continues number for number;
 SIGTERM or Ctrl-C checkpoints the stretch of updates it finished and exits with status 75.
 
+`--seeds 0 1 2` (a command-line option, not a config key) trains several seeds of one config in
+one process: each seed is a `Run` with its own config (`seed: N`), directory, logs and
+checkpoints; their carries are stacked on a leading seed axis and one jitted, vmapped stretch
+updates them all (`Seeds`). A single run trains through the same loop, as seeds of one without
+the axis.
+
 Run: python -m algorithms.offline.pogo_multi_jax --config_path configs/offline/pogo_multi/...yaml
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +49,7 @@ import torch
 
 from algorithms.datasets.envs import env_dims, eval_env_id, normalized_score, parse_d4rl_name
 from algorithms.datasets.training_data import load_data
+from algorithms.errors import CheckpointError, ConfigError, NonFiniteError
 from algorithms.offline.config import PogoConfig, load_algorithm, parse_config
 from algorithms.offline.run_io import (
     CheckpointStore,
@@ -69,6 +77,9 @@ from algorithms.offline.utils_jax import (
     next_actions,
     resolve_jax_device,
     sample_batch,
+    seed_axes,
+    seed_slice,
+    stack_seeds,
     w2_squared,
 )
 from algorithms.offline.utils_pytorch import (
@@ -202,7 +213,7 @@ def make_update(algo: AlgorithmInterface, chain: Chain, batch_size: int):
 
 @dataclasses.dataclass
 class Run:
-    """Everything a run needs, built and checked before the first update."""
+    """One seed's run, everything it needs, built and checked before the first update."""
 
     config: PogoConfig
     algo: AlgorithmInterface
@@ -247,8 +258,85 @@ class Run:
         self.step = state["step"]
 
 
+@dataclasses.dataclass
+class Seeds:
+    """Runs of one config that differ in their seed alone, trained as one: their carries stacked
+    on a leading seed axis (`utils_jax.stack_seeds`: the counters once, every seed makes the same
+    updates), every seed's stretch of updates one jitted, vmapped call. One run is seeds of one
+    with no seed axis (`of`), so a single run and `--seeds` train through the same loop."""
+
+    runs: list[Run]  # one per seed; a run's carry is its seed's as of the last `sync`
+    carry: Carry  # every leaf [S, ...] but the counters; one run's: its carry
+    run_updates: Any  # jitted (carry, data, n) -> carry after n updates of every seed
+    step: int = 0
+    stop: StopSignal = dataclasses.field(default_factory=StopSignal)  # SIGTERM / Ctrl-C seen
+
+    @classmethod
+    def of(cls, run: Run) -> Seeds:
+        """One run as seeds of one: its own carry and updates, no seed axis."""
+        return cls([run], run.carry, run.run_updates, run.step, run.stop)
+
+    @property
+    def stacked(self) -> bool:
+        return len(self.runs) > 1
+
+    def losses(self) -> list[dict[str, float]]:
+        """Each seed's losses of the last update (`carry["log"]`: {name: [S]}, or [] for one)."""
+        log = jax.device_get(self.carry["log"])
+        return [
+            {k: float(np.reshape(v, -1)[i]) for k, v in log.items()} for i in range(len(self.runs))
+        ]
+
+    def sync(self) -> None:
+        """Give each run its seed's carry and step as they are now (before it is evaluated,
+        checkpointed or returned)."""
+        for i, run in enumerate(self.runs):
+            run.carry = seed_slice(self.carry, i) if self.stacked else self.carry
+            run.step = self.step
+
+    def save_checkpoints(self) -> Path:
+        """Checkpoint every seed; the checkpoint's path (`seed_{0,1,2}` for several seeds)."""
+        self.sync()
+        paths = [save_checkpoint(run) for run in self.runs]
+        return self.path(paths[0].relative_to(self.runs[0].root))
+
+    def path(self, relative: Path = Path()) -> Path:
+        """`relative` in the run directory, or in every seed's: results/.../seed_{0,1,2}/..."""
+        if not self.stacked:
+            return self.runs[0].root / relative
+        seeds = ",".join(str(run.config.seed) for run in self.runs)
+        return self.runs[0].root.parent / f"seed_{{{seeds}}}" / relative
+
+    def close(self) -> None:
+        """Close every seed's logger (`stop_if_signalled` closes the run's logger)."""
+        for run in self.runs:
+            run.logger.close()
+
+
+class SeedProgress:
+    """The seeds' shared progress bar as one seed's evaluation writes to it: line by seed."""
+
+    def __init__(self, bar: Any, seed: int):
+        self.bar, self.seed = bar, seed
+
+    def write(self, line: str) -> None:
+        self.bar.write(f"seed {self.seed}, {line}")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.bar, name)
+
+
 def setup(config: PogoConfig) -> Run:
-    """Data, networks, outputs; every bad input fails here, before any training or writing."""
+    """One run: data, networks, outputs; every bad input fails here, before any training or
+    writing."""
+    return setup_seeds([config]).runs[0]
+
+
+def setup_seeds(configs: list[PogoConfig]) -> Seeds:
+    """The runs of `configs`, which differ in `seed` alone (`--seeds`), on one copy of the data and
+    one compiled update; every bad input of any seed fails here, before any training or
+    writing."""
+    config = configs[0]
     module = load_algorithm(config.algorithm, backend="jax")
     device = resolve_jax_device(config.device)
     family = parse_d4rl_name(config.env).family
@@ -259,7 +347,7 @@ def setup(config: PogoConfig) -> Run:
     algo: AlgorithmInterface = module.build(config, obs_dim, action_dim, max_action, device)
     w2_method = resolve_w2_method(algo.actor, algo.actor, config.w2_method)
     chain = Chain(algo, config, w2_method)
-    root = check_run_dir(config)  # fail before wandb starts or anything is written
+    roots = [check_run_dir(c) for c in configs]  # fail before wandb starts or anything is written
 
     with_next = algo.needs_next_actions
     if with_next:
@@ -292,76 +380,120 @@ def setup(config: PogoConfig) -> Run:
         carry["log"] = {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
         return carry
 
-    carry = initial_carry(jax.device_put(jax.random.key(config.seed), device), data)
-
     @jax.jit
     def run_updates(carry: Carry, data: dict[str, jax.Array], n: jax.Array) -> Carry:
         return jax.lax.fori_loop(0, n, lambda _, c: update(c, data), carry)
 
-    checkpoints = CheckpointStore.of_run(root, config)
-    run = Run(
-        config=config,
-        algo=algo,
-        chain=chain,
-        carry=carry,
-        run_updates=run_updates,
-        data=data,
-        eval_fns=EvalFns(algo.actor),
-        logger=RunLogger(root, config),
-        checkpoints=checkpoints,
-        root=root,
-        env_id=env_id,
-        family=family,
-        state_mean=state_mean,
-        state_std=state_std,
-        device=device,
-        n_transitions=len(dataset["actions"]),
-    )
-    if config.resume:  # checked as it loads: a checkpoint that does not fit fails before writing
-        state, path = resume_state(config, checkpoints)
-        run.load_state_dict(state, path)
-        print(f"resuming {root} from {path.name} (step {run.step})")
-    start_outputs(config, root, run.logger, checkpoints, run.step)  # the first write
-    return run
+    runs = []
+    for c, root in zip(configs, roots):
+        checkpoints = CheckpointStore.of_run(root, c)
+        run = Run(
+            config=c,
+            algo=algo,
+            chain=chain,
+            carry=initial_carry(jax.device_put(jax.random.key(c.seed), device), data),
+            run_updates=run_updates,
+            data=data,
+            eval_fns=EvalFns(algo.actor),
+            logger=RunLogger(root, c),
+            checkpoints=checkpoints,
+            root=root,
+            env_id=env_id,
+            family=family,
+            state_mean=state_mean,
+            state_std=state_std,
+            device=device,
+            n_transitions=len(dataset["actions"]),
+        )
+        if c.resume:  # checked as it loads: a checkpoint that does not fit fails before writing
+            state, path = resume_state(c, checkpoints)
+            run.load_state_dict(state, path)
+            print(f"resuming {root} from {path.name} (step {run.step})")
+        runs.append(run)
+    if len({run.step for run in runs}) > 1:
+        steps = ", ".join(f"seed {run.config.seed} at step {run.step}" for run in runs)
+        raise CheckpointError(
+            f"resume: the seeds' checkpoints are at different steps ({steps}); resume them "
+            "separately, or all from one step with --resume_step"
+        )
+    for run in runs:
+        start_outputs(run.config, run.root, run.logger, run.checkpoints, run.step)  # first write
+    if len(runs) == 1:
+        return Seeds.of(runs[0])
+
+    @jax.jit
+    def run_seed_updates(carry: Carry, data: dict[str, jax.Array], n: jax.Array) -> Carry:
+        axes = seed_axes(carry)
+        seeds_update = jax.vmap(update, in_axes=(axes, None), out_axes=axes)
+        return jax.lax.fori_loop(0, n, lambda _, c: seeds_update(c, data), carry)
+
+    carry = stack_seeds([run.carry for run in runs])
+    return Seeds(runs, carry, run_seed_updates, runs[0].step)
 
 
 def train(run: Run) -> Path:
+    """Train one run (`train_seeds` with seeds of one); returns its directory."""
+    return train_seeds(Seeds.of(run))[0]
+
+
+def train_seeds(seeds: Seeds) -> list[Path]:
     """The training loop, in jitted stretches that end at every multiple of `log_freq` and
     `eval_freq` (whatever step it starts from, so a resumed run runs the same stretches);
-    returns the run directory (logs/eval.csv, logs/train.jsonl, checkpoints/)."""
-    config = run.config
+    returns each seed's run directory (logs/eval.csv, logs/train.jsonl, checkpoints/)."""
+    runs = seeds.runs
+    config, first = runs[0].config, runs[0]
+    which = f"seeds {', '.join(str(r.config.seed) for r in runs)}, " if seeds.stacked else ""
     print(
-        f"POGO {config.algorithm} (JAX on {run.device.platform}) on {config.env}: "
-        f"{run.n_transitions} transitions, eval on {run.env_id}, {config.num_actors} actors, "
-        f"W2 {run.chain.w2_method if run.chain.n else 'none'}, outputs in {run.root}"
+        f"POGO {config.algorithm} (JAX on {first.device.platform}) on {config.env}: "
+        f"{first.n_transitions} transitions, eval on {first.env_id}, {config.num_actors} actors, "
+        f"W2 {first.chain.w2_method if first.chain.n else 'none'}, {which}"
+        f"outputs in {seeds.path()}"
     )
-    run.progress = progress_bar(config, run.step)
-    run.clock = (time.perf_counter(), run.step)
-    with run.stop:
-        while run.step < config.max_timesteps:
-            t = run.step
+    progress = progress_bar(config, seeds.step)
+    for run in runs:
+        run.progress = SeedProgress(progress, run.config.seed) if seeds.stacked else progress
+        run.clock = (time.perf_counter(), seeds.step)
+    with seeds.stop:
+        while seeds.step < config.max_timesteps:
+            t = seeds.step
             end = min(
                 (t // config.log_freq + 1) * config.log_freq,
                 (t // config.eval_freq + 1) * config.eval_freq,
                 config.max_timesteps,
             )
-            run.carry = run.run_updates(run.carry, run.data, jnp.asarray(end - t, jnp.int32))
-            run.step = end
-            log = {k: float(v) for k, v in jax.device_get(run.carry["log"]).items()}
-            # the losses of the stretch's last update
-            check_finite_losses(log, end, run.checkpoints.latest_path())
+            n = jnp.asarray(end - t, jnp.int32)
+            seeds.carry = seeds.run_updates(seeds.carry, first.data, n)
+            seeds.step = end
+            logs = seeds.losses()  # the losses of the stretch's last update, per seed
+            for run, log in zip(runs, logs):  # every seed checked before any is logged
+                check_finite_seed(seeds, run, log, end)
             if end % config.log_freq == 0:
-                run.logger.log_train(end, log)
-            run.progress.update(end - t)
+                for run, log in zip(runs, logs):
+                    run.logger.log_train(end, log)
+            progress.update(end - t)
             if end % config.eval_freq == 0 or end == config.max_timesteps:
-                evaluate(run)
-                save_checkpoint(run)
+                seeds.sync()
+                for run in runs:
+                    evaluate(run)
+                    save_checkpoint(run)
                 release_free_memory()
-            stop_if_signalled(run.stop, end, run.progress, run.logger, lambda: save_checkpoint(run))
-    run.progress.close()
-    run.logger.close()
-    report_final(run.scores, run.step, run.root)
-    return run.root
+            stop_if_signalled(seeds.stop, end, progress, seeds, seeds.save_checkpoints)
+    seeds.sync()
+    progress.close()
+    for run in runs:
+        run.logger.close()
+        report_final(run.scores, run.step, run.root)
+    return [run.root for run in runs]
+
+
+def check_finite_seed(seeds: Seeds, run: Run, log: dict[str, float], step: int) -> None:
+    """`check_finite_losses` for one seed; with several seeds the message names it first."""
+    try:
+        check_finite_losses(log, step, run.checkpoints.latest_path())
+    except NonFiniteError as err:
+        if not seeds.stacked:
+            raise
+        raise NonFiniteError(f"seed {run.config.seed}: {err}") from None
 
 
 def eval_policies(run: Run) -> list[EvalPolicy]:
@@ -403,8 +535,67 @@ def save_checkpoint(run: Run) -> Path:
     return run.checkpoints.save(run.step, state)
 
 
-def main(argv: list[str] | None = None) -> Path:
-    return run_main(lambda: train(setup(parse_config(argv))))
+def parse_seeds(argv: list[str]) -> tuple[list[int] | None, list[str]]:
+    """`--seeds 0 1 2` taken out of the command line: (the seeds or None, the other arguments).
+
+    `--seeds` is an option of this main, not a config key: each seed's config is the one a
+    separate run with `--seed N` has (so one seed can later be resumed alone)."""
+    seeds: list[int] | None = None
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--seeds="):
+            raise ConfigError("--seeds: give the seeds as separate values, e.g. --seeds 0 1 2")
+        if arg != "--seeds":
+            rest.append(arg)
+            i += 1
+            continue
+        if seeds is not None:
+            raise ConfigError("--seeds: given twice")
+        values = []
+        i += 1
+        while i < len(argv) and not argv[i].startswith("--"):
+            values.append(argv[i])
+            i += 1
+        if not values:
+            raise ConfigError("--seeds: needs one or more integer seeds, e.g. --seeds 0 1 2")
+        try:
+            seeds = [int(v) for v in values]
+        except ValueError:
+            raise ConfigError(f"--seeds: seeds are integers, got {' '.join(values)}") from None
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        if twice:
+            raise ConfigError(f"--seeds: seed {twice[0]} is given twice")
+    if seeds is not None and any(a == "--seed" or a.startswith("--seed=") for a in rest):
+        raise ConfigError("--seeds: pass either --seed or --seeds, not both")
+    return seeds, rest
+
+
+def parse_seed_configs(argv: list[str] | None = None) -> list[PogoConfig]:
+    """The command line's config, one per seed of `--seeds` (without it, the one config)."""
+    seeds, rest = parse_seeds(sys.argv[1:] if argv is None else list(argv))
+    if seeds is None:
+        return [parse_config(rest)]
+    configs = [parse_config([*rest, "--seed", str(seed)]) for seed in seeds]
+    if len(configs) > 1 and configs[0].use_wandb:
+        raise ConfigError(
+            "--seeds: wandb keeps one run per process; pass --no_wandb (each seed still writes "
+            "its logs/), or run the seeds separately"
+        )
+    return configs
+
+
+def main(argv: list[str] | None = None) -> Path | list[Path]:
+    """Train the command line's run (its directory), or each seed of `--seeds` (theirs)."""
+
+    def run() -> Path | list[Path]:
+        configs = parse_seed_configs(argv)
+        if len(configs) == 1:
+            return train(setup(configs[0]))
+        return train_seeds(setup_seeds(configs))
+
+    return run_main(run)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What the JAX chain (`pogo_multi_jax.py`) shares: the algorithm interface, W2^2 in JAX, data on
-the device, pytrees to and from checkpoints, and the bridge to the project's (PyTorch-side)
-evaluation.
+the device, pytrees to and from checkpoints and on a seed axis, and the bridge to the project's
+(PyTorch-side) evaluation.
 
 W2^2 here is the same quantity as in `w2.py`, with the same names: per state, summed over action
 dimensions, shape [B]; `sinkhorn_w2_squared` is GeomLoss's debiased Sinkhorn divergence (cost
@@ -390,6 +390,41 @@ def device_tree(template: Any, saved: dict[str, np.ndarray], source: Path) -> An
             array = jax.random.wrap_key_data(array, impl=jax.random.key_impl(leaf))
         restored.append(array)
     return jax.tree_util.tree_unflatten(treedef, restored)
+
+
+# --------------------------------------------------------------------------------------------
+# Seeds on a leading axis (`pogo_multi_jax --seeds`)
+
+
+def is_counter(leaf: jax.Array) -> bool:
+    """An integer leaf: the step or an optimiser's update count, equal in every seed (every seed
+    makes the same updates). Random keys are not integers."""
+    return jnp.issubdtype(leaf.dtype, jnp.integer)
+
+
+def seed_axes(tree: Any) -> Any:
+    """`vmap` axes of a `stack_seeds` pytree: 0, the seed axis, for every leaf but the counters,
+    which stay unbatched so that the compiled update sees them as a separate run does (with a
+    per-seed count, XLA compiles Adam's bias correction into other roundings)."""
+    return jax.tree_util.tree_map(lambda leaf: None if is_counter(leaf) else 0, tree)
+
+
+def stack_seeds(trees: list[Any]) -> Any:
+    """Seeds' pytrees (of one structure) as one: every leaf [S, ...], the counters once."""
+
+    def stack(*leaves: jax.Array) -> jax.Array:
+        if not is_counter(leaves[0]):
+            return jnp.stack(leaves)
+        if any(not np.array_equal(leaves[0], leaf) for leaf in leaves[1:]):
+            raise ValueError("seeds at different counts cannot share one seed axis")
+        return leaves[0]
+
+    return jax.tree_util.tree_map(stack, *trees)
+
+
+def seed_slice(tree: Any, i: int) -> Any:
+    """Seed i's pytree out of a `stack_seeds` one (the shape a separate run's has)."""
+    return jax.tree_util.tree_map(lambda leaf: leaf if is_counter(leaf) else leaf[i], tree)
 
 
 # --------------------------------------------------------------------------------------------
