@@ -1,15 +1,19 @@
-"""Updates/s of whole runs, one or K side by side on one device: what `--runs_per_gpu K` buys.
+"""Updates/s of whole runs, one or K side by side on one device: what `--runs_per_gpu K` buys;
+for JAX, also S seeds vmapped in one run: what `pogo_multi_jax --seeds` buys.
 
     python benchmarks/throughput.py --device cuda --algorithm iql --actors 3 --runs 1 4 8 16
     python benchmarks/throughput.py --device cuda --algorithm rebrac --actors 3 --runs 1 4
+    python benchmarks/throughput.py --device cuda --algorithm rebrac --runs 1 --seeds 1 8
     OMP_NUM_THREADS=1 python benchmarks/throughput.py --algorithm td3_bc --runs 1 2 --steps 200
 
 For each K, K worker processes (each a run of the main's own pieces on a synthetic Hopper-sized
 dataset, batch 256, no evaluation) start together, warm up, then time `--steps` updates with
 nothing but the update in the loop; the CPU threads are divided among them. Each worker reports
-its updates/s; the table shows the slowest worker's and the sum over workers (the device's
-throughput). PyTorch runs step as `pogo_multi_main.train` does (sample, `trainer.train`, the
-chain when due); JAX runs call the jitted stretch of updates that `pogo_multi_jax.train` calls.
+its updates/s; the table shows the slowest worker's and the sum over workers and seeds (the
+device's throughput). PyTorch runs step as `pogo_multi_main.train` does (sample, `trainer.train`,
+the chain when due); JAX runs call the jitted stretch of updates that `pogo_multi_jax.train_seeds`
+calls, for S seeds (`--seeds`: seeds 0..S-1 vmapped; 1: a run's own updates, no seed axis), and
+report updates/s per seed.
 """
 
 from __future__ import annotations
@@ -63,19 +67,22 @@ def time_torch(argv: list[str], warmup: int, steps: int) -> float:
     return steps / (time.perf_counter() - begin)
 
 
-def time_jax(argv: list[str], warmup: int, steps: int) -> float:
+def time_jax(argv: list[str], warmup: int, steps: int, seeds: int = 1) -> float:
+    """Updates/s of each of `seeds` seeds trained together (one vmapped stretch)."""
     import jax
     import jax.numpy as jnp
 
     from algorithms.offline import pogo_multi_jax
     from algorithms.offline.config import parse_config
 
-    run = pogo_multi_jax.setup(parse_config(argv))
+    configs = [parse_config([*argv, "--seed", str(seed)]) for seed in range(seeds)]
+    run = pogo_multi_jax.setup_seeds(configs)
+    data = run.runs[0].data
     n = jnp.asarray(steps, jnp.int32)  # one compiled loop for both calls
-    carry = run.run_updates(run.carry, run.data, jnp.asarray(warmup, jnp.int32))
+    carry = run.run_updates(run.carry, data, jnp.asarray(warmup, jnp.int32))
     jax.block_until_ready(carry)
     begin = time.perf_counter()
-    carry = run.run_updates(carry, run.data, n)
+    carry = run.run_updates(carry, data, n)
     jax.block_until_ready(carry)
     return steps / (time.perf_counter() - begin)
 
@@ -83,18 +90,22 @@ def time_jax(argv: list[str], warmup: int, steps: int) -> float:
 def worker(args: argparse.Namespace) -> None:
     out = Path(tempfile.mkdtemp(prefix="throughput_run_"))
     argv = worker_argv(args, Path(args.data), out)
-    timer = time_jax if args.algorithm in JAX_ALGORITHMS else time_torch
-    print(json.dumps({"updates_per_s": timer(argv, args.warmup, args.steps)}), flush=True)
+    if args.algorithm in JAX_ALGORITHMS:
+        speed = time_jax(argv, args.warmup, args.steps, args.seeds[0])
+    else:
+        speed = time_torch(argv, args.warmup, args.steps)
+    print(json.dumps({"updates_per_s": speed}), flush=True)
 
 
-def side_by_side(args: argparse.Namespace, k: int, data: Path) -> list[float]:
-    """K workers started together on the same device; each one's updates/s."""
+def side_by_side(args: argparse.Namespace, k: int, seeds: int, data: Path) -> list[float]:
+    """K workers of `seeds` seeds each started together on the same device; each one's
+    updates/s (per seed)."""
     threads = max((os.cpu_count() or 1) // k, 1)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # K JAX processes share one GPU's memory
     cmd = [sys.executable, __file__, "--worker", "--data", str(data)]
     cmd += ["--algorithm", args.algorithm, "--actors", str(args.actors), "--device", args.device]
-    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--seeds", str(seeds)]
     cmd += ["--extra", *args.extra] if args.extra else []
     procs = [
         subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
@@ -117,10 +128,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=2000, help="timed updates per worker")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[1], help="S values: seeds per run, vmapped (JAX)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="config overrides")
     args = parser.parse_args()
+    if args.seeds != [1] and args.algorithm not in JAX_ALGORITHMS:
+        parser.error("--seeds: seeds are vmapped in the JAX main only (rebrac, fql)")
     if args.worker:
         return worker(args)
 
@@ -133,11 +149,12 @@ def main() -> None:
         f"{args.algorithm}, {args.actors} actors, device {args.device}, batch 256, "
         f"{args.steps} timed updates per run after {args.warmup}\n"
     )
-    print("| runs side by side | updates/s per run (slowest) | updates/s summed |")
-    print("|---|---|---|")
+    print("| runs side by side | seeds per run | updates/s per seed (slowest run) | summed |")
+    print("|---|---|---|---|")
     for k in args.runs:
-        speeds = side_by_side(args, k, data)
-        print(f"| {k} | {min(speeds):.0f} | {sum(speeds):.0f} |", flush=True)
+        for seeds in args.seeds:
+            speeds = side_by_side(args, k, seeds, data)
+            print(f"| {k} | {seeds} | {min(speeds):.0f} | {sum(speeds) * seeds:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

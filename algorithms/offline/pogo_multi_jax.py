@@ -281,7 +281,7 @@ class Seeds:
         return len(self.runs) > 1
 
     def losses(self) -> list[dict[str, float]]:
-        """Each seed's losses of the last update (`carry["log"]`: {name: [S]}, or [] for one)."""
+        """Each seed's losses of the last update (`carry["log"]`: {name: [S]}; one run's: [])."""
         log = jax.device_get(self.carry["log"])
         return [
             {k: float(np.reshape(v, -1)[i]) for k, v in log.items()} for i in range(len(self.runs))
@@ -314,7 +314,7 @@ class Seeds:
 
 
 class SeedProgress:
-    """The seeds' shared progress bar as one seed's evaluation writes to it: line by seed."""
+    """The seeds' one progress bar as a seed's evaluation sees it: its lines name the seed."""
 
     def __init__(self, bar: Any, seed: int):
         self.bar, self.seed = bar, seed
@@ -384,6 +384,7 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
     def run_updates(carry: Carry, data: dict[str, jax.Array], n: jax.Array) -> Carry:
         return jax.lax.fori_loop(0, n, lambda _, c: update(c, data), carry)
 
+    eval_fns = EvalFns(algo.actor)  # compiled once for every seed
     runs = []
     for c, root in zip(configs, roots):
         checkpoints = CheckpointStore.of_run(root, c)
@@ -394,7 +395,7 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
             carry=initial_carry(jax.device_put(jax.random.key(c.seed), device), data),
             run_updates=run_updates,
             data=data,
-            eval_fns=EvalFns(algo.actor),
+            eval_fns=eval_fns,
             logger=RunLogger(root, c),
             checkpoints=checkpoints,
             root=root,
@@ -432,7 +433,7 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
 
 
 def train(run: Run) -> Path:
-    """Train one run (`train_seeds` with seeds of one); returns its directory."""
+    """Train one run (`train_seeds`, seeds of one); returns its directory."""
     return train_seeds(Seeds.of(run))[0]
 
 
