@@ -28,7 +28,9 @@ SIGTERM or Ctrl-C checkpoints the stretch of updates it finished and exits with 
 one process: each seed is a `Run` with its own config (`seed: N`), directory, logs and
 checkpoints; their carries are stacked on a leading seed axis and one jitted, vmapped stretch
 updates them all (`Seeds`). A single run trains through the same loop, as seeds of one without
-the axis.
+the axis. A seed gets a separate run's numbers bit for bit only where XLA compiles the batched
+update as it compiles one seed's; elsewhere they drift apart from float rounding on
+(docs/jax.md, "Several seeds in one process").
 
 Run: python -m algorithms.offline.pogo_multi_jax --config_path configs/offline/pogo_multi/...yaml
 """
