@@ -3,6 +3,10 @@
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tests run beside other jobs on 2 cores
+# one XLA thread, for the same reason (read when JAX's backend starts)
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
 
 import h5py
 import numpy as np
@@ -80,3 +84,27 @@ def tiny_behavior(tmp_path_factory):
         + ["--stop_after", "medium", "--actors_dir", str(actors), "--replay_dir", str(replay)]
     )
     return actors, replay
+
+
+@pytest.fixture(scope="module")
+def xla_cache(tmp_path_factory) -> dict[str, str]:
+    """One persistent XLA cache for a module's JAX runs, in-process and in subprocesses (the
+    environment it returns): each run compiles the same programs, so all but the first load
+    them instead of compiling again (most of a tiny run's time). JAX's settings are restored
+    after the module."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    directory = str(tmp_path_factory.mktemp("xla_cache"))
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    previous = {name: getattr(jax.config, name) for name in names}
+    jax.config.update(names[0], directory)
+    jax.config.update(names[1], 0)
+    compilation_cache.reset_cache()  # JAX decides once whether to use a cache; ask again
+    yield {
+        "JAX_COMPILATION_CACHE_DIR": directory,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    for name, value in previous.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()

@@ -18,24 +18,17 @@ places (IQL's and ReBRAC's actor outputs, AWAC's sample clip, the tanh policies'
 where the project scales by it, so other bounds would differ, untested here.
 """
 
-import os
+import functools
+import json
+import types
+from pathlib import Path
 
-# one XLA thread for the ReBRAC case: the tests share 2 cores (read when JAX's backend starts)
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal
 
-import functools  # noqa: E402
-import json  # noqa: E402
-import types  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch.distributions import Normal  # noqa: E402
-
-from algorithms.networks import (  # noqa: E402
+from algorithms.networks import (
     DeterministicMLP,
     FullyConnectedQFunction,
     GaussianMLP,
@@ -43,9 +36,9 @@ from algorithms.networks import (  # noqa: E402
     TwinQ,
     ValueFunction,
 )
-from algorithms.offline import awac, cql, edac, iql, sac_n, td3_bc  # noqa: E402
-from algorithms.offline.config import PogoConfig, parse_config  # noqa: E402
-from algorithms.offline.interface import TrainerBase  # noqa: E402
+from algorithms.offline import awac, cql, edac, iql, sac_n, td3_bc
+from algorithms.offline.config import PogoConfig, parse_config
+from algorithms.offline.interface import TrainerBase
 
 DATA = Path(__file__).parent / "data" / "corl_reference"
 REFERENCE = json.loads((DATA / "reference.json").read_text())

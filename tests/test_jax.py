@@ -1,32 +1,25 @@
 """The JAX chain (ReBRAC, FQL) end to end on tiny synthetic data; JAX W2^2 against w2.py."""
 
-import os
+import csv
+import json
+import math
+from pathlib import Path
 
-# one XLA thread: the tests share 2 cores with other jobs (read when JAX's backend starts)
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-import csv  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import h5py  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from algorithms.datasets.d4rl import qlearning_dataset  # noqa: E402
-from algorithms.offline import fql, pogo_multi_jax, pogo_multi_main, rebrac, results, w2  # noqa: E402
-from algorithms.offline import utils_jax as uj  # noqa: E402
-from algorithms.offline.config import parse_config  # noqa: E402
-from algorithms.offline.interface import Trainer  # noqa: E402
-from algorithms.offline.pogo_policies_jax import DeterministicActor, OneStepPolicy  # noqa: E402
-from algorithms.offline.run_io import EVAL_COLUMNS  # noqa: E402
-from tests.conftest import write_synthetic_d4rl  # noqa: E402
+from algorithms.datasets.d4rl import qlearning_dataset
+from algorithms.offline import fql, pogo_multi_jax, pogo_multi_main, rebrac, results, w2
+from algorithms.offline import utils_jax as uj
+from algorithms.offline.config import parse_config
+from algorithms.offline.interface import Trainer
+from algorithms.offline.pogo_policies_jax import DeterministicActor, OneStepPolicy
+from algorithms.offline.run_io import EVAL_COLUMNS
+from tests.conftest import write_synthetic_d4rl
 
 ROOT = Path(__file__).resolve().parents[1]
 #: tiny networks: a run compiles and trains in seconds

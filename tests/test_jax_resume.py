@@ -1,32 +1,27 @@
 """The JAX main's runs survive: kill -9 or SIGTERM + --resume end as an uninterrupted run, a
 changed config is refused, an unreadable checkpoint falls back, a NaN state is never saved."""
 
+import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-# one XLA thread: the tests share 2 cores with other jobs (read when JAX's backend starts)
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-import json  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+from algorithms.errors import NonFiniteError
+from algorithms.offline import pogo_multi_jax
+from algorithms.offline.config import parse_config
+from algorithms.offline.run_io import EXIT_STOPPED
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
-
-from algorithms.errors import NonFiniteError  # noqa: E402
-from algorithms.offline import pogo_multi_jax  # noqa: E402
-from algorithms.offline.config import parse_config  # noqa: E402
-from algorithms.offline.run_io import EXIT_STOPPED  # noqa: E402
+pytestmark = pytest.mark.usefixtures("xla_cache")  # one persistent XLA cache (conftest)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = Path("rebrac", "hopper", "medium-v2", "seed_0")  # a run's directory under output_dir
@@ -81,27 +76,6 @@ def _time_to_stop(root: Path, sig: signal.Signals) -> bool:
     if not latest.exists() or latest.read_text().strip() < FIRST_CHECKPOINT:
         return False
     return sig != signal.SIGKILL or _last_logged(root) % 10 == 5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def xla_cache(tmp_path_factory) -> dict[str, str]:
-    """One persistent XLA cache for this module's runs, in-process and in subprocesses (the
-    environment it returns): each run compiles the same programs, so all but the first load
-    them instead of compiling again (most of a tiny run's time). JAX's settings are restored
-    after the module."""
-    directory = str(tmp_path_factory.mktemp("xla_cache"))
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    previous = {name: getattr(jax.config, name) for name in names}
-    jax.config.update(names[0], directory)
-    jax.config.update(names[1], 0)
-    compilation_cache.reset_cache()  # JAX decides once whether to use a cache; ask again
-    yield {
-        "JAX_COMPILATION_CACHE_DIR": directory,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
-    for name, value in previous.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +189,9 @@ def test_a_non_finite_state_is_never_checkpointed(clean_run):
     params = jax.tree_util.tree_map(lambda p: p.at[...].set(jnp.nan), carry["chain"]["params"])
     clean_run.carry = {**carry, "chain": {**carry["chain"], "params": params}}
     try:
-        with pytest.raises(NonFiniteError, match=rf"step {STEPS}: non-finite values in chain\.params\."):
+        with pytest.raises(
+            NonFiniteError, match=rf"step {STEPS}: non-finite values in chain\.params\."
+        ):
             pogo_multi_jax.save_checkpoint(clean_run)
     finally:
         clean_run.carry = carry

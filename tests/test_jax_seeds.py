@@ -13,31 +13,26 @@ data, counters, slices, evaluation or checkpoints shows. With 4 seeds the chain'
 cross it: float rounding, tested to a tolerance. docs/jax.md says what that means for real runs.
 """
 
+import json
 import os
+import shutil
+import signal
+from pathlib import Path
 
-# one XLA thread: the tests share 2 cores with other jobs (read when JAX's backend starts)
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+import h5py
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import yaml
 
-import json  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-from pathlib import Path  # noqa: E402
+from algorithms.offline import pogo_multi_jax
+from algorithms.offline.config import parse_config
+from algorithms.offline.run_io import EXIT_STOPPED, RESUMABLE_CHANGES, RunLogger
+from algorithms.offline.utils_jax import host_tree, seed_slice
+from tests.conftest import write_synthetic_d4rl
 
-import h5py  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-from algorithms.offline import pogo_multi_jax  # noqa: E402
-from algorithms.offline.config import parse_config  # noqa: E402
-from algorithms.offline.run_io import EXIT_STOPPED, RESUMABLE_CHANGES, RunLogger  # noqa: E402
-from algorithms.offline.utils_jax import host_tree, seed_slice  # noqa: E402
-from tests.conftest import write_synthetic_d4rl  # noqa: E402
-from tests.test_jax_resume import xla_cache  # noqa: E402, F401 (one persistent XLA cache)
+pytestmark = pytest.mark.usefixtures("xla_cache")  # one persistent XLA cache (conftest)
 
 SEEDS = (0, 1)
 STEPS = 30  # the clean runs' length; a stopped run is resumed to it
