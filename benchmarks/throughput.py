@@ -147,7 +147,9 @@ def main() -> None:
     write_hdf5(data, make_synthetic_dataset(100_000, 11, 3), {})  # Hopper's sizes
     print(
         f"{args.algorithm}, {args.actors} actors, device {args.device}, batch 256, "
-        f"{args.steps} timed updates per run after {args.warmup}\n"
+        f"{args.steps} timed updates per run after {args.warmup}"
+        + (f", overrides: {' '.join(args.extra)}" if args.extra else "")  # e.g. another batch
+        + "\n"
     )
     print("| runs side by side | seeds per run | updates/s per seed (slowest run) | summed |")
     print("|---|---|---|---|")
