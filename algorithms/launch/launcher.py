@@ -22,18 +22,33 @@ def add_launcher_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("launcher")
     group.add_argument("--launcher", choices=LAUNCHERS, default="local")
     group.add_argument("--partition", help="slurm: sbatch --partition")
-    group.add_argument("--time_min", type=int, default=24 * 60, help="slurm: time limit per task")
+    defaults = SlurmOptions()  # one place for the defaults
+    group.add_argument(
+        "--time_min", type=int, default=defaults.time_min, help="slurm: time limit per task, minutes (default %(default)s)"
+    )
     group.add_argument("--account", help="slurm: sbatch --account")
     group.add_argument("--qos", help="slurm: sbatch --qos")
     group.add_argument("--cpus_per_task", type=int, help="slurm: default one per run of a task")
-    group.add_argument("--gpus_per_task", type=int, default=0, help="slurm: GPUs of a task")
+    group.add_argument(
+        "--gpus_per_task", type=int, default=defaults.gpus_per_task, help="slurm: GPUs of a task (default %(default)s)"
+    )
     group.add_argument(
         "--runs_per_gpu",
         type=int,
         help="runs side by side on one GPU (slurm without GPUs: runs per task; default 1)",
     )
-    group.add_argument("--array_parallelism", type=int, default=256, help="slurm: tasks at once")
-    group.add_argument("--max_requeues", type=int, default=20, help="slurm: time-limit requeues")
+    group.add_argument(
+        "--array_parallelism",
+        type=int,
+        default=defaults.array_parallelism,
+        help="slurm: tasks at once (default %(default)s)",
+    )
+    group.add_argument(
+        "--max_requeues",
+        type=int,
+        default=defaults.max_requeues,
+        help="slurm: time-limit requeues (default %(default)s)",
+    )
     group.add_argument(
         "--sbatch",
         action="append",
