@@ -24,13 +24,19 @@ def add_launcher_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--partition", help="slurm: sbatch --partition")
     defaults = SlurmOptions()  # one place for the defaults
     group.add_argument(
-        "--time_min", type=int, default=defaults.time_min, help="slurm: time limit per task, minutes (default %(default)s)"
+        "--time_min",
+        type=int,
+        default=defaults.time_min,
+        help="slurm: time limit per task, minutes (default %(default)s)",
     )
     group.add_argument("--account", help="slurm: sbatch --account")
     group.add_argument("--qos", help="slurm: sbatch --qos")
     group.add_argument("--cpus_per_task", type=int, help="slurm: default one per run of a task")
     group.add_argument(
-        "--gpus_per_task", type=int, default=defaults.gpus_per_task, help="slurm: GPUs of a task (default %(default)s)"
+        "--gpus_per_task",
+        type=int,
+        default=defaults.gpus_per_task,
+        help="slurm: GPUs of a task (default %(default)s)",
     )
     group.add_argument(
         "--runs_per_gpu",
