@@ -12,7 +12,14 @@ from pathlib import Path
 from algorithms.errors import LaunchError
 from algorithms.launch.pool import Pool
 from algorithms.launch.slurm import SlurmOptions, check_slurm, queue_states, submit
-from algorithms.launch.sweep import Sweep, SweepRun, exit_kind, read_exit, run_state
+from algorithms.launch.sweep import (
+    Sweep,
+    SweepRun,
+    exit_kind,
+    last_step,
+    read_exit,
+    run_state,
+)
 
 LAUNCHERS = ("local", "slurm")
 
@@ -153,13 +160,6 @@ def submit_unfinished(sweep: Sweep, runs: list[SweepRun], options: SlurmOptions)
         )
     tally["submitted"] = len(todo)
     return tally
-
-
-def last_step(root: Path) -> int:
-    """The step of the run's last evaluation (0 before the first)."""
-    eval_csv = root / "logs" / "eval.csv"
-    rows = eval_csv.read_text().splitlines()[1:] if eval_csv.is_file() else []
-    return int(rows[-1].split(",")[0]) if rows else 0
 
 
 def run_states(sweep: Sweep) -> list[tuple[SweepRun, str, str]]:

@@ -22,7 +22,6 @@ from algorithms.launch.sweep import (
     command_now,
     exit_kind,
     record_exit,
-    record_start,
 )
 
 
@@ -68,7 +67,7 @@ class Pool:
                 stdout=f,
                 stderr=subprocess.STDOUT,
             )
-        record_start(self.sweep.exit_path(run), proc.pid)
+        record_exit(self.sweep.exit_path(run), proc.pid, None)  # started, not ended
         self.running.append((proc, run, slot))
         return True
 
@@ -92,7 +91,8 @@ class Pool:
         get SIGTERM. Returns how many ended "done", "failed", "stopped" (checkpointed),
         "done before" (skipped) or were "not started"."""
         while self.running or (self.pending and not self.stopping):
-            free = [s for s in range(self.jobs) if s not in {slot for *_, slot in self.running}]
+            busy = {slot for *_, slot in self.running}
+            free = [s for s in range(self.jobs) if s not in busy]
             while self.pending and free and not self.stopping:
                 if self._start(self.pending.pop(0), free[0]):
                     free.pop(0)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import socket
 from pathlib import Path
 
 from algorithms.errors import LaunchError
 from algorithms.offline.config import parse_config
-from algorithms.offline.run_io import EXIT_STOPPED, CheckpointStore, run_dir
+from algorithms.offline.run_io import EXIT_STOPPED, CheckpointStore, run_dir, write_atomic
 
 REPO = Path(__file__).resolve().parents[2]  # where every run starts
 #: flags a launcher adds from the run's directory (never kept in a sweep's commands)
@@ -39,11 +38,10 @@ class SweepRun:
 def describe(argv: list[str]) -> SweepRun:
     """A run from its command `python -m <main> <config args>`; its config is parsed (and
     checked) here, so a bad one fails before anything is submitted."""
-    try:
-        args = argv[argv.index("-m") + 2 :]
-    except (ValueError, IndexError):
-        raise ValueError(f"not a command of a main (python -m ...): {' '.join(argv)}") from None
-    kept = [a for a in args if a not in RESUME_FLAGS]
+    if "-m" not in argv[:-1]:
+        raise ValueError(f"not a command of a main (python -m ...): {' '.join(argv)}")
+    start = argv.index("-m") + 2  # the main's own arguments start here
+    kept = [a for a in argv[start:] if a not in RESUME_FLAGS]
     if "--resume_step" in kept:
         at = kept.index("--resume_step")
         del kept[at : at + 2]
@@ -52,18 +50,22 @@ def describe(argv: list[str]) -> SweepRun:
     # e.g. w10_iql_hopper_medium-v2_seed0 (output_dir's last name, then the run's)
     tag = "_".join([Path(config.output_dir).name, config.algorithm, *root.parts[-3:-1]])
     tag += f"_seed{config.seed}"
-    head = argv[: argv.index("-m") + 2]
-    return SweepRun(tag, tuple(head + kept), str(root), config.total_steps)
+    return SweepRun(tag, tuple(argv[:start] + kept), str(root), config.total_steps)
+
+
+def last_step(root: Path) -> int:
+    """The step of the run's last evaluation (0 before the first)."""
+    eval_csv = root / "logs" / "eval.csv"
+    rows = eval_csv.read_text().splitlines()[1:] if eval_csv.is_file() else []
+    return int(rows[-1].split(",")[0]) if rows else 0
 
 
 def run_state(root: Path, total_steps: int) -> str:
     """'done' (evaluated at the last step), 'partial' (resumable), 'stale' (logs, no
     checkpoint: start again) or 'new'."""
-    eval_csv = root / "logs" / "eval.csv"
-    if not eval_csv.is_file():
+    if not (root / "logs" / "eval.csv").is_file():
         return "new"
-    rows = eval_csv.read_text().splitlines()[1:]
-    if rows and int(rows[-1].split(",")[0]) >= total_steps:
+    if last_step(root) >= total_steps:
         return "done"
     if CheckpointStore(root / "checkpoints", keep=1).latest_path() is not None:
         return "partial"
@@ -110,8 +112,7 @@ class Sweep:
         if not path.is_file():
             raise LaunchError(f"{path}: no sweep here (a launcher writes it)")
         data = json.loads(path.read_text())
-        runs = [SweepRun(r["tag"], tuple(r["argv"]), r["run_dir"], r["total_steps"])
-                for r in data["runs"]]  # fmt: skip
+        runs = [SweepRun(**{**r, "argv": tuple(r["argv"])}) for r in data["runs"]]
         return cls(directory, runs, data["submissions"])
 
     def save(self) -> None:
@@ -120,9 +121,7 @@ class Sweep:
             "runs": [dataclasses.asdict(r) for r in self.runs],
             "submissions": self.submissions,
         }
-        tmp = self.directory / ".sweep.json.tmp"
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, self.directory / "sweep.json")
+        write_atomic(self.directory / "sweep.json", json.dumps(data, indent=1) + "\n")
 
     def log_path(self, run: SweepRun) -> Path:
         return self.directory / "logs" / f"{run.tag}.log"
@@ -131,23 +130,15 @@ class Sweep:
         return self.directory / "exits" / f"{run.tag}.json"
 
 
-def record_start(path: Path, pid: int) -> None:
-    _write_json(path, {"host": socket.gethostname(), "pid": pid, "exit": None})
-
-
-def record_exit(path: Path, pid: int, status: int) -> None:
-    _write_json(path, {"host": socket.gethostname(), "pid": pid, "exit": status})
+def record_exit(path: Path, pid: int, status: int | None) -> None:
+    """A run's last start (`status` None while it runs), then its exit status."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"host": socket.gethostname(), "pid": pid, "exit": status}
+    write_atomic(path, json.dumps(record) + "\n")
 
 
 def read_exit(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _write_json(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value) + "\n")
-    os.replace(tmp, path)
 
 
 def exit_kind(status: int) -> str:

@@ -193,7 +193,8 @@ def _csv_text(rows: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file and rename it: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -204,11 +205,11 @@ def truncate_logs(logs: Path, step: int) -> None:
     with (logs / "eval.csv").open(newline="") as f:
         rows = list(csv.reader(f))
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    _write_atomic(logs / "eval.csv", _csv_text(kept))
+    write_atomic(logs / "eval.csv", _csv_text(kept))
     if (logs / "train.jsonl").exists():
         lines = (logs / "train.jsonl").read_text().splitlines()
         kept_lines = [ln for ln in lines if ln and json.loads(ln)["step"] <= step]
-        _write_atomic(logs / "train.jsonl", "".join(ln + "\n" for ln in kept_lines))
+        write_atomic(logs / "train.jsonl", "".join(ln + "\n" for ln in kept_lines))
 
 
 class StopSignal:
@@ -279,7 +280,7 @@ class CheckpointStore:
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)
-        _write_atomic(self.directory / "latest", path.name + "\n")
+        write_atomic(self.directory / "latest", path.name + "\n")
         rotated = [p for p in self._all() if p not in self.pinned]
         for old in rotated[self.keep :]:
             old.unlink()
@@ -314,7 +315,7 @@ class CheckpointStore:
         for path in self._all():
             if int(path.stem.split("_")[1]) > step:
                 path.unlink()
-        _write_atomic(self.directory / "latest", self.path(step).name + "\n")
+        write_atomic(self.directory / "latest", self.path(step).name + "\n")
 
     def load_latest(self) -> tuple[dict[str, Any], Path]:
         """The newest readable checkpoint (the `latest` pointer's first)."""
