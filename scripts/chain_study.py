@@ -17,11 +17,11 @@ Each run has its config's settle phase (the chain alone after `--max_timesteps`;
 before their settle phase are resumed into it. `--settle_sweep s1 s2 ...` then redoes each run's
 settle phase at those weights from its checkpoint at `--max_timesteps`, in copies under
 `<out>/w<w>_settle<s>/` (`..._cosine/` with a cosine settle schedule; only the settle updates
-are spent again). SIGTERM or Ctrl-C starts no further run and stops the running ones, each
-after checkpointing the update it finished; the same command later goes on from there. At the
-end the results table of every actor and the chain's verdict (the
-results command with `--chain`) are printed for each output directory, and written to
-`<out>/<directory>.md`.
+are spent again), `--settle_sweep_steps n` long (`..._steps<n>/`; default: the runs' own).
+SIGTERM or Ctrl-C starts no further run and stops the running ones, each after checkpointing
+the update it finished; the same command later goes on from there. At the end the results
+table of every actor and the chain's verdict (the results command with `--chain`) are printed
+for each output directory, and written to `<out>/<directory>.md`.
 
     python scripts/chain_study.py --shipped --max_timesteps 50000 -- --eval_mode mean
 
@@ -158,13 +158,27 @@ def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], in
 
 
 def sweep_dir(
-    out: Path, weight: float, settle_weight: float, schedule: str, from_predecessor: bool = False
+    out: Path,
+    weight: float,
+    settle_weight: float,
+    schedule: str,
+    from_predecessor: bool = False,
+    steps: int | None = None,
 ) -> Path:
     """<out>/w10_settle0.1, or <out>/w10_settle0.1_cosine with a cosine settle schedule, with
-    `_pred` when the settle phase starts from copies of actor 0 (settle_from_predecessor)."""
+    `_pred` when the settle phase starts from copies of actor 0 (settle_from_predecessor) and
+    `_steps<n>` when its length is --settle_sweep_steps rather than the joint runs'."""
     name = f"w{weight:g}_settle{settle_weight:g}"
     name += "" if schedule == "constant" else f"_{schedule}"
-    return out / (name + ("_pred" if from_predecessor else ""))
+    name += "_pred" if from_predecessor else ""
+    return out / (name + ("" if steps is None else f"_steps{steps}"))
+
+
+def sweep_steps_of(args: argparse.Namespace, config: str) -> int:
+    """The sweep's settle length: --settle_sweep_steps, else the joint runs' (settle_of)."""
+    if args.settle_sweep_steps is not None:
+        return args.settle_sweep_steps
+    return settle_of(args, config)
 
 
 def plan_settle_sweep(args: argparse.Namespace) -> tuple[list[list[str]], int, list[str]]:
@@ -173,14 +187,21 @@ def plan_settle_sweep(args: argparse.Namespace) -> tuple[list[list[str]], int, l
     `<out>/w<w>_settle<s>/` (the joint phase is shared, so only the settle updates are spent)."""
     runs, done, waiting = [], 0, []
     for config, path, algorithm, env, weight, seed in each_run(args):
-        settle = settle_of(args, config)
+        settle = sweep_steps_of(args, config)
         base = run_dir(
             PogoConfig(algorithm, env, output_dir=str(weight_dir(args.out, weight)), seed=seed)
         )
         joint_end = CheckpointStore(base / "checkpoints", keep=1).path(args.max_timesteps)
         for settle_weight in args.settle_sweep:
             schedule = schedule_of(args, config)
-            out = sweep_dir(args.out, weight, settle_weight, schedule, args.settle_from_predecessor)
+            out = sweep_dir(
+                args.out,
+                weight,
+                settle_weight,
+                schedule,
+                args.settle_from_predecessor,
+                args.settle_sweep_steps,
+            )
             root = run_dir(PogoConfig(algorithm, env, output_dir=str(out), seed=seed))
             state = run_state(root, args.max_timesteps + settle)
             if state == "done":
@@ -337,6 +358,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="settle each finished joint phase again at these W2 weights, in <out>/w<w>_settle<s>",
     )
     parser.add_argument(
+        "--settle_sweep_steps",
+        type=int,
+        help="the sweep's settle length (default: the runs'), in <out>/w<w>_settle<s>_steps<n>",
+    )
+    parser.add_argument(
         "--settle_from_predecessor",
         action="store_true",
         help="start each settle phase from copies of actor 0 (in the sweep: <...>_pred)",
@@ -360,6 +386,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--settle_sweep makes its own copies; drop --settle_w2_weight")
     chosen = args.settle_sweep or args.settle_w2_weight is not None or args.settle_lr_schedule
     chosen = chosen or args.settle_from_predecessor
+    if args.settle_sweep_steps is not None and not args.settle_sweep:
+        parser.error("--settle_sweep_steps: only with --settle_sweep")
     if args.fresh_seeds and not args.shipped:
         parser.error("--fresh_seeds: only with --shipped (run the fresh seeds with --seeds)")
     if args.shipped and chosen:
@@ -413,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     outs = [weight_dir(args.out, w) for w in args.w2_weights]
     schedules = {schedule_of(args, config) for config, *_ in each_run(args)}
     outs += [
-        sweep_dir(args.out, w, s, schedule, args.settle_from_predecessor)
+        sweep_dir(args.out, w, s, schedule, args.settle_from_predecessor, args.settle_sweep_steps)
         for w in args.w2_weights
         for s in args.settle_sweep
         for schedule in sorted(schedules)

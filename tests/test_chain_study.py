@@ -152,6 +152,24 @@ def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
     root = tmp_path / "out" / "w1_settle4_cosine" / "td3_bc/hopper/medium-v2/seed_0"
     assert "settle_lr_schedule: cosine\n" in (root / "logs/config.yaml").read_text()
     assert (tmp_path / "out" / "w50_settle4_cosine.md").is_file()
+    # a longer settle phase (--settle_sweep_steps) goes to its own directories and leaves the
+    # joint runs as they were; with a constant schedule its first 10 settle updates are those
+    # of the 10-update sweep, so one long run gives every shorter length too
+    longer = ["--settle_steps", "10", "--settle_sweep", "4", "--settle_lr_schedule", "constant"]
+    longer += ["--settle_sweep_steps", "20"]
+    assert chain_study.main(argv[:-7] + longer + argv[-7:]) == 0
+    assert "chain study: 2 runs, 0 failed, 2 done before" in capsys.readouterr().out
+    for weight in ("1", "50"):
+        base = tmp_path / "out" / f"w{weight}" / "td3_bc/hopper/medium-v2/seed_0"
+        assert (base / "logs/eval.csv").read_text().splitlines()[-1].startswith("30,2,")
+        short, long = (
+            tmp_path / "out" / name / "td3_bc/hopper/medium-v2/seed_0" / "logs/eval.csv"
+            for name in (f"w{weight}_settle4", f"w{weight}_settle4_steps20")
+        )
+        long_rows = long.read_text().splitlines()
+        assert long_rows[-1].startswith("40,2,")
+        assert long_rows[:10] == short.read_text().splitlines()
+    assert (tmp_path / "out" / "w1_settle4_steps20.md").is_file()
 
 
 @pytest.mark.parametrize("how", ["SIGTERM to the study", "Ctrl-C to the terminal"])
