@@ -3,8 +3,9 @@
 # time, or on a SLURM cluster. Called by scripts/sweep_<env>.sh; usable directly:
 #   scripts/sweep.sh --env hopper [--algorithms "iql td3_bc"] [--datasets "medium medium_replay"]
 #                    [--seeds "0 1 2"] [--jobs N] [--threads T] [--dry-run]
-#                    [--sweep_dir DIR] [launcher options] [-- extra args]
-# Every run reads configs/offline/pogo_multi/<env>/<dataset>_v2_<algorithm>.yaml; extra args
+#                    [--sweep_dir DIR] [--configs DIR] [launcher options] [-- extra args]
+# Every run reads <configs>/<env>/<dataset>_v2_<algorithm>.yaml (--configs: default
+# configs/offline/pogo_multi; configs/offline/pogo_paper: the POGO paper's protocol); extra args
 # after `--` override config keys (e.g. -- --max_timesteps 100000 --no_wandb). Launcher options
 # (see `python -m algorithms.launch run --help`): --launcher local|slurm, --partition,
 # --time_min, --account, --qos, --cpus_per_task, --gpus_per_task, --runs_per_gpu,
@@ -24,6 +25,7 @@ THREADS=""
 DRY_RUN=0
 PYTHON="${PYTHON:-python}"
 SWEEP_DIR=""
+CONFIGS="configs/offline/pogo_multi"
 LAUNCH=()
 EXTRA=()
 while [ $# -gt 0 ]; do
@@ -36,6 +38,7 @@ while [ $# -gt 0 ]; do
     --threads) THREADS="$2"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --sweep_dir) SWEEP_DIR="$2"; shift 2 ;;
+    --configs) CONFIGS="${2%/}"; shift 2 ;;
     --launcher|--partition|--time_min|--account|--qos|--cpus_per_task|--gpus_per_task|\
     --runs_per_gpu|--array_parallelism|--max_requeues|--sbatch) LAUNCH+=("$1" "$2"); shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
@@ -55,7 +58,7 @@ export OMP_NUM_THREADS="$THREADS"
 commands=()
 for algorithm in $ALGORITHMS; do
   for dataset in $DATASETS; do
-    config="configs/offline/pogo_multi/$ENV_NAME/${dataset}_v2_${algorithm}.yaml"
+    config="$CONFIGS/$ENV_NAME/${dataset}_v2_${algorithm}.yaml"
     if [ ! -f "$config" ]; then
       echo "sweep: no config $config (algorithm $algorithm, dataset $dataset)" >&2; exit 2
     fi

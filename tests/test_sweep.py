@@ -55,6 +55,19 @@ def test_dry_run_with_choices_jobs_and_extra_args():
     assert len(lines) == 5
 
 
+def test_the_paper_protocol_sweeps_from_its_own_configs():
+    out = _sweep("walker2d", "--dry-run", "--configs", "configs/offline/pogo_paper/")
+    assert out.returncode == 2  # the paper's protocol is TD3+BC only: the first IQL file is missing
+    assert "sweep: no config configs/offline/pogo_paper/walker2d/medium_v2_iql.yaml" in out.stderr
+    out = _sweep(
+        "walker2d", "--dry-run", "--configs", "configs/offline/pogo_paper", "--algorithms", "td3_bc"
+    )
+    assert out.returncode == 0, out.stderr
+    commands = out.stdout.strip().splitlines()[1:]
+    assert len(commands) == 3 * 3  # datasets x seeds
+    assert all("configs/offline/pogo_paper/walker2d/" in c for c in commands)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
