@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from algorithms.offline import pogo_multi_main, results
@@ -141,6 +142,21 @@ def test_plots_are_written(results_dir, tmp_path):
     for path in written:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_the_chain_plot_shows_each_actors_q_gain_not_the_normalised_energy(results_dir):
+    series = {
+        "chain/w2_1": np.array([0.1, 0.05]),
+        "chain/energy_1": np.array([-2.5, -2.5]),  # normalised: -scale on every update
+        "chain/q_gain_1": np.array([0.4, 1.2]),
+    }
+    w2, (ylabel, gains) = results.chain_panels(series)
+    assert list(w2) == ["W2^2(pi_1, pi_0)"] and ylabel.startswith("Q(s, pi_i(s)) - Q(s, pi_0(s))")
+    assert list(gains) == ["actor 1"] and gains["actor 1"].tolist() == [0.4, 1.2]
+    # a run logged before the gains existed: its energy
+    _, old = results.read_chain_log(next(results_dir.rglob("seed_1")))
+    _, (ylabel, gains) = results.chain_panels(old)
+    assert ylabel == "energy" and gains["actor 1"].tolist() == [-5, -10, -20]
 
 
 def test_missing_or_empty_directory_fails_clearly(tmp_path):

@@ -82,13 +82,13 @@ class AdvantageWeightedActorCritic(TrainerBase):
         actions = mean + std * torch.randn_like(mean)
         return actions.clamp(-self.max_action, self.max_action)
 
-    def _q(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return torch.min(self.critic_1(states, actions), self.critic_2(states, actions))  # [B]
 
     @torch.no_grad()
     def value(self, states: torch.Tensor) -> torch.Tensor:
         """AWAC's baseline V(s) = min Q(s, a), a ~ pi_0 (one sample): [B]."""
-        return self._q(states, self._policy_sample(states))
+        return self.q_value(states, self._policy_sample(states))
 
     def _update_critic(self, states, actions, rewards, next_states, dones, log) -> None:
         with torch.no_grad():
@@ -110,7 +110,7 @@ class AdvantageWeightedActorCritic(TrainerBase):
 
     def _update_actor(self, states, actions, log) -> None:
         with torch.no_grad():
-            adv = self._q(states, actions) - self.value(states)  # [B]
+            adv = self.q_value(states, actions) - self.value(states)  # [B]
             weights = torch.exp(adv / self.config.awac_lambda).clamp(max=EXP_ADV_MAX)
         actor_loss = (-self.actor.log_prob_actions(states, actions) * weights).mean()
         log["actor_loss"] = actor_loss.item()
@@ -135,7 +135,7 @@ class AdvantageWeightedActorCritic(TrainerBase):
         clipped to the action box, the action evaluation plays (AWAC's Gaussian mean is not
         squashed: unclipped, Q would pull the chain to actions it never plays)."""
         mean = get_action(actor, states).clamp(-self.max_action, self.max_action)  # [B, A]
-        q = self._q(states, mean)  # [B]
+        q = self.q_value(states, mean)  # [B]
         # detached: AWAC's V samples actor 0
         v = self.value(states) if self.config.energy_function_type == "advantage" else None
         return q_energy(q, normalize=bool(self.config.energy_normalize_q), baseline=v)

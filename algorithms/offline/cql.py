@@ -284,6 +284,9 @@ class ContinuousCQL(TrainerBase):
             soft_update(self.critic_2_target, self.critic_2, c.tau)
         return log
 
+    def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return torch.min(self.critic_1(states, actions), self.critic_2(states, actions))  # [B]
+
     def compute_energy_function(
         self, actor: BaseActor, states: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:
@@ -293,7 +296,7 @@ class ContinuousCQL(TrainerBase):
         pi_actions, log_pi = actor.sample_with_log_prob(states)  # [B, A], [B]
         if self._in_bc_stage():
             return alpha * log_pi - actor.log_prob_actions(states, actions)
-        q = torch.min(self.critic_1(states, pi_actions), self.critic_2(states, pi_actions))  # [B]
+        q = self.q_value(states, pi_actions)  # [B]
         return alpha * log_pi + q_energy(q, normalize=bool(self.config.energy_normalize_q))
 
 

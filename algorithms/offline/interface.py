@@ -38,6 +38,11 @@ class Trainer(Protocol):
         """One update of critics (V, Q) and actor 0, exactly as the base algorithm; a flat log."""
         ...
 
+    def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q(s, a) per state [B] as the energy reads it (its critic, its ensemble's reduction),
+        in the critic's units: what the chain trades against W2 (logged as `chain/q_gain_i`)."""
+        ...
+
     def compute_energy_function(
         self, actor: BaseActor, states: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:

@@ -137,11 +137,14 @@ class ImplicitQLearning(TrainerBase):
         loss.backward()
         optimizer.step()
 
+    def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.q_target(states, actions)  # [B]
+
     def compute_energy_function(
         self, actor: BaseActor, states: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:
         """-Q(s, pi(s)) or -(Q(s, pi(s)) - V(s)) per state, [B]."""
-        q = self.q_target(states, get_action(actor, states))  # [B]
+        q = self.q_value(states, get_action(actor, states))  # [B]
         v = self.vf(states).detach() if self.config.energy_function_type == "advantage" else None
         return q_energy(q, normalize=bool(self.config.energy_normalize_q), baseline=v)
 

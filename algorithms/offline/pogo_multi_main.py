@@ -88,6 +88,7 @@ class ActorChain:
     ):
         self.trainer = trainer
         self.config = config
+        self.max_action = max_action
         # the chain's own random stream: building actors, policy noise, W2 noise
         self.stream = RandomStream(config.seed + CHAIN_STREAM, device)
         actor0 = trainer.actor
@@ -155,6 +156,19 @@ class ActorChain:
             for name, row in zip(("energy", "w2", "loss"), values)
             for i, v in enumerate(row, start=1)
         }
+
+    def q_gains(self, states: torch.Tensor) -> dict[str, float]:
+        """What actors i >= 1 gain on the energy's critic over actor 0 at the batch's states [B, S],
+        in the critic's units: mean Q(s, a_i) - mean Q(s, a_0), each actor's deterministic action
+        clipped to the action box (as evaluated). The chain trades this against W2; the energy
+        itself, normalised by mean|Q|, reads -scale on every update. Leaves every RNG as it was."""
+        devices = [torch.device(self.weights.device)] if self.weights.is_cuda else []
+        bound = self.max_action
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            actions = [a.deterministic_actions(states).clamp(-bound, bound) for a in self.actors]
+            q = torch.stack([self.trainer.q_value(states, a).mean() for a in actions])  # [N]
+        gains = (q[1:] - q[0]).cpu().tolist()  # one sync, [E]
+        return {f"chain/q_gain_{i}": gain for i, gain in enumerate(gains, start=1)}
 
     def link(
         self,
@@ -380,9 +394,10 @@ def train(run: Run) -> Path:
         for t in range(run.step + 1, config.max_timesteps + 1):  # the joint phase
             batch = run.buffer.sample(config.batch_size)
             log = trainer.train(batch)
-            if chain.chain and config.joint_chain and trainer.total_it % trainer.policy_freq == 0:
+            chain_trains = bool(chain.chain) and config.joint_chain
+            if chain_trains and trainer.total_it % trainer.policy_freq == 0:
                 log.update(chain.update(batch[0], batch[1]))
-            after_update(run, t, log)
+            after_update(run, t, log, batch[0] if chain_trains else None)
         if config.settle_steps:  # the settle phase: actor 0 and the critics stay as they are
             chain.settle(config.settle_w2_weights or config.w2_weights)
             from_actor0 = config.settle_from_predecessor or not config.joint_chain
@@ -392,19 +407,24 @@ def train(run: Run) -> Path:
                 if config.settle_lr_schedule == "cosine":
                     chain.settle_lr(t - config.max_timesteps - 1, config.settle_steps)
                 batch = run.buffer.sample(config.batch_size)
-                after_update(run, t, chain.update(batch[0], batch[1]))
+                after_update(run, t, chain.update(batch[0], batch[1]), batch[0])
     run.progress.close()
     run.logger.close()
     report_final(run.scores, run.step, run.root)
     return run.root
 
 
-def after_update(run: Run, t: int, log: dict[str, float]) -> None:
-    """Update t is done: check and log its losses, evaluate and checkpoint when due."""
+def after_update(
+    run: Run, t: int, log: dict[str, float], chain_states: torch.Tensor | None = None
+) -> None:
+    """Update t is done: check and log its losses (with the chain's Q gains at the batch's
+    states `chain_states` [B, S] where the chain trains), evaluate and checkpoint when due."""
     config = run.config
     run.step = t
     check_finite_losses(log, t, run.checkpoints.latest_path())
     if t % config.log_freq == 0:
+        if chain_states is not None:
+            log.update(run.chain.q_gains(chain_states))
         run.logger.log_train(t, log)
     run.progress.update()
     if t % config.eval_freq == 0 or t in (config.max_timesteps, config.total_steps):

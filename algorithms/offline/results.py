@@ -305,8 +305,27 @@ def read_chain_log(root: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return steps, {k: np.array([r.get(k, np.nan) for r in records]) for k in keys}
 
 
+def chain_panels(
+    series: dict[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], tuple[str, dict[str, np.ndarray]]]:
+    """The chain plot's two panels from a run's `chain/*` series: each link's W2^2, and what
+    the chain trades against it, each actor's Q gain over actor 0 in the critic's units (a run
+    logged before `chain/q_gain_i` existed shows its energy, which normalised reads -scale)."""
+    w2 = {
+        f"W2^2(pi_{k[9:]}, pi_{int(k[9:]) - 1})": v
+        for k, v in series.items()
+        if k.startswith("chain/w2_")
+    }
+    gains = {k: v for k, v in series.items() if k.startswith("chain/q_gain_")}
+    if gains:
+        ylabel = "Q(s, pi_i(s)) - Q(s, pi_0(s)) on the batch"
+    else:
+        ylabel, gains = "energy", {k: v for k, v in series.items() if k.startswith("chain/energy_")}
+    return w2, (ylabel, {f"actor {k.rpartition('_')[2]}": v for k, v in gains.items()})
+
+
 def plot_all(runs: list[RunScores], out_dir: Path) -> list[Path]:
-    """Per run: score vs step per actor, and the chain's W2 and energies; per dataset: the
+    """Per run: score vs step per actor, and the chain's W2 and Q gains; per dataset: the
     actors' final scores with their seed spread. Returns the files written."""
     import matplotlib
 
@@ -330,16 +349,16 @@ def plot_all(runs: list[RunScores], out_dir: Path) -> list[Path]:
 
         steps, series = read_chain_log(run.root)
         if series:
-            fig, (ax_w2, ax_energy) = plt.subplots(1, 2, figsize=(10, 4))
-            for key, values in series.items():
-                if key.startswith("chain/w2_"):
-                    ax_w2.plot(steps, values, label=f"W2^2(pi_{key[9:]}, pi_{int(key[9:]) - 1})")
-                elif key.startswith("chain/energy_"):
-                    ax_energy.plot(steps, values, label=f"actor {key[13:]}")
+            w2, (ylabel, gains) = chain_panels(series)
+            fig, (ax_w2, ax_gain) = plt.subplots(1, 2, figsize=(10, 4))
+            for label, values in w2.items():
+                ax_w2.plot(steps, values, label=label)
+            for label, values in gains.items():
+                ax_gain.plot(steps, values, label=label)
             ax_w2.set(xlabel="update", ylabel="W2^2 to the previous actor", yscale="log")
-            ax_energy.set(xlabel="update", ylabel="energy")
+            ax_gain.set(xlabel="update", ylabel=ylabel)
             ax_w2.legend()
-            ax_energy.legend()
+            ax_gain.legend()
             fig.suptitle(f"chain: {run.algorithm} {run.dataset} seed {run.seed}")
             written.append(_save(fig, out_dir / f"chain_{stem}.png"))
 

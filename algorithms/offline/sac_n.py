@@ -183,12 +183,15 @@ class SACN(TrainerBase):
         )
         return log
 
+    def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.critic(states, actions).min(0).values  # [B]: the ensemble's minimum
+
     def compute_energy_function(
         self, actor: BaseActor, states: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:
         """`alpha * log pi(a|s) - min_j Q_j(s, a)` per state [B], `a ~ pi` reparameterised."""
         pi, log_prob = actor.sample_with_log_prob(states)  # [B, A], [B]
-        q = self.critic(states, pi).min(0).values  # [B]
+        q = self.q_value(states, pi)  # [B]
         return self.alpha * log_prob + q_energy(q, normalize=bool(self.config.energy_normalize_q))
 
 

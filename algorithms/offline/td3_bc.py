@@ -106,11 +106,14 @@ class TD3_BC(TrainerBase):
             soft_update(self.actor_target, self.actor, c.tau)
         return log
 
+    def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.critic_1(states, actions)  # [B]: Q1, as TD3+BC's actor loss
+
     def compute_energy_function(
         self, actor: BaseActor, states: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:
         """-Q1(s, pi(s)) per state [B]; `-alpha * Q1 / mean|Q1|` when normalised (the default)."""
-        q = self.critic_1(states, get_action(actor, states))  # [B]
+        q = self.q_value(states, get_action(actor, states))  # [B]
         return q_energy(q, normalize=bool(self.config.energy_normalize_q), scale=self.config.alpha)
 
 
