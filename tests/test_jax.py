@@ -108,8 +108,9 @@ def test_smoke_run_writes_outputs(runs, name):
     assert all(math.isfinite(v) for line in lines for v in line.values())
     assert {"critic_loss", "actor_loss"} <= set(lines[-1])
     chain_keys = {k for line in lines for k in line if k.startswith("chain/")}
-    expected = {f"chain/{n}_{i}" for n in ("energy", "w2", "loss") for i in range(1, num_actors)}
-    assert chain_keys == expected
+    names = ("energy", "w2", "loss", "q_gain")
+    expected = {f"chain/{n}_{i}" for n in names for i in range(1, num_actors)}
+    assert chain_keys == expected  # every line: the chain steps on every logged update
     for line in lines:  # the logged chain loss is its energy plus w * W2^2 (w2_weights: 10)
         for i in range(1, num_actors):
             loss = line[f"chain/energy_{i}"] + 10.0 * line[f"chain/w2_{i}"]
@@ -203,6 +204,24 @@ def test_rebrac_energy_is_normalised_min_q(runs):
     actions = algo.actor.apply(params, states)  # [B, A]
     q = np.asarray(algo.critic.apply(base["critic"], states, actions)).min(0)  # [B]
     np.testing.assert_allclose(np.asarray(energy), -q / np.abs(q).mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["rebrac-3", "fql-3"])
+def test_q_gain_is_the_critics_q_at_each_mean_action_minus_actor_0s(runs, name):
+    run = runs[name]
+    algo, base, links = run.algo, run.carry["base"], run.carry["chain"]
+    states = _batch_states(run)  # [B, S]
+    gains = run.chain.q_gains(base, links, states)
+    q = []
+    for params in [algo.actor_params(base), *(run.chain.actor(links, i) for i in (1, 2))]:
+        actions = np.clip(
+            np.asarray(algo.actor.apply(params, states, method="mean_actions")), -1, 1
+        )
+        critics = np.asarray(algo.critic.apply(base["critic"], states, jnp.asarray(actions)))
+        q.append((critics.min(0) if name == "rebrac-3" else critics.mean(0)).mean())
+    for i in (1, 2):
+        assert float(gains[f"chain/q_gain_{i}"]) == pytest.approx(q[i] - q[0], rel=1e-4, abs=1e-5)
+    assert float(gains["chain/q_gain_1"]) != 0.0  # 20 updates moved actor 1 off actor 0
 
 
 @pytest.mark.parametrize("normalize", [True, False])

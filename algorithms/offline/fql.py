@@ -219,8 +219,11 @@ class FQL(AlgorithmInterface):
         """`-Q(s, clip(mu(s, z)))` per state [B], Q the critics' mean (FQL's actor loss), divided
         by mean|Q| when `energy_normalize_q` (default: as `normalize_q_loss`)."""
         actions = self.one_step_actions(actor_params, states, key)  # [B, A]
-        q = self.critic.apply(state["critic"], states, actions).mean(0)  # [B]
+        q = self.q_value(state, states, actions)  # [B]
         return q_energy(q, normalize=bool(self.config.energy_normalize_q))
+
+    def q_value(self, state: dict[str, Any], states: jax.Array, actions: jax.Array) -> jax.Array:
+        return self.critic.apply(state["critic"], states, actions).mean(0)  # [B]: the mean
 
 
 def build(

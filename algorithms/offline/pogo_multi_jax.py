@@ -164,6 +164,20 @@ class Chain:
         """Chain actor i's (1..N-1) parameters."""
         return jax.tree_util.tree_map(lambda p: p[i - 1], chain["params"])
 
+    def q_gains(self, base: dict[str, Any], chain: dict[str, Any], states: jax.Array) -> Log:
+        """What actors i >= 1 gain on the energy's critic over actor 0 at states [B, S], in the
+        critic's units: mean Q(s, a_i) - mean Q(s, a_0), each at its mean action clipped to the
+        box (as evaluated); the PyTorch chain's `q_gains`."""
+        algo = self.algo
+
+        def q(params: Any) -> jax.Array:
+            actions = algo.actor.apply(params, states, method="mean_actions")  # [B, A]
+            actions = jnp.clip(actions, -algo.max_action, algo.max_action)
+            return algo.q_value(base, states, actions).mean()
+
+        gains = jax.vmap(q)(chain["params"]) - q(algo.actor_params(base))  # [N-1]
+        return {f"chain/q_gain_{i}": gains[i - 1] for i in range(1, self.n + 1)}
+
 
 def make_update(algo: AlgorithmInterface, chain: Chain, batch_size: int):
     """`update(carry, data) -> carry`: one batch, critic + actor 0 + every chain actor.
@@ -222,6 +236,7 @@ class Run:
     chain: Chain
     carry: Carry
     run_updates: Any  # jitted (carry, data, n) -> carry after n updates
+    run_q_gains: Any  # jitted (carry, data) -> the chain's Q gains (`Chain.q_gains`)
     data: dict[str, jax.Array]  # the training set on the device
     eval_fns: EvalFns
     logger: RunLogger
@@ -270,13 +285,14 @@ class Seeds:
     runs: list[Run]  # one per seed; a run's carry is its seed's as of the last `sync`
     carry: Carry  # every leaf [S, ...] but the counters; one run's: its carry
     run_updates: Any  # jitted (carry, data, n) -> carry after n updates of every seed
+    run_q_gains: Any  # jitted (carry, data) -> every seed's chain Q gains
     step: int = 0
     stop: StopSignal = dataclasses.field(default_factory=StopSignal)  # SIGTERM / Ctrl-C seen
 
     @classmethod
     def of(cls, run: Run) -> Seeds:
         """One run as seeds of one: its own carry and updates, no seed axis."""
-        return cls([run], run.carry, run.run_updates, run.step, run.stop)
+        return cls([run], run.carry, run.run_updates, run.run_q_gains, run.step, run.stop)
 
     @property
     def stacked(self) -> bool:
@@ -287,6 +303,17 @@ class Seeds:
         log = jax.device_get(self.carry["log"])
         return [
             {k: float(np.reshape(v, -1)[i]) for k, v in log.items()} for i in range(len(self.runs))
+        ]
+
+    def q_gains(self) -> list[dict[str, float]]:
+        """Each seed's chain Q gains now, at a batch's states drawn from a key derived from (not
+        advancing) its batch key ({} without a chain)."""
+        if not self.runs[0].chain.n:
+            return [{} for _ in self.runs]
+        gains = jax.device_get(self.run_q_gains(self.carry, self.runs[0].data))
+        return [
+            {k: float(np.reshape(v, -1)[i]) for k, v in gains.items()}
+            for i in range(len(self.runs))
         ]
 
     def sync(self) -> None:
@@ -386,6 +413,11 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
     def run_updates(carry: Carry, data: dict[str, jax.Array], n: jax.Array) -> Carry:
         return jax.lax.fori_loop(0, n, lambda _, c: update(c, data), carry)
 
+    def q_gains(carry: Carry, data: dict[str, jax.Array]) -> Log:
+        key = jax.random.fold_in(carry["keys"]["batch"], 1)  # read, not advanced
+        states = sample_batch(data, key, config.batch_size)["states"]  # [B, S]
+        return chain.q_gains(carry["base"], carry["chain"], states)
+
     eval_fns = EvalFns(algo.actor)  # compiled once for every seed
     runs = []
     for c, root in zip(configs, roots):
@@ -396,6 +428,7 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
             chain=chain,
             carry=initial_carry(jax.device_put(jax.random.key(c.seed), device), data),
             run_updates=run_updates,
+            run_q_gains=jax.jit(q_gains),
             data=data,
             eval_fns=eval_fns,
             logger=RunLogger(root, c),
@@ -430,8 +463,12 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
         seeds_update = jax.vmap(update, in_axes=(axes, None), out_axes=axes)
         return jax.lax.fori_loop(0, n, lambda _, c: seeds_update(c, data), carry)
 
+    @jax.jit
+    def run_seed_q_gains(carry: Carry, data: dict[str, jax.Array]) -> Log:
+        return jax.vmap(q_gains, in_axes=(seed_axes(carry), None))(carry, data)
+
     carry = stack_seeds([run.carry for run in runs])
-    return Seeds(runs, carry, run_seed_updates, runs[0].step)
+    return Seeds(runs, carry, run_seed_updates, run_seed_q_gains, runs[0].step)
 
 
 def train(run: Run) -> Path:
@@ -471,8 +508,8 @@ def train_seeds(seeds: Seeds) -> list[Path]:
             for run, log in zip(runs, logs):  # every seed checked before any is logged
                 check_finite_seed(seeds, run, log, end)
             if end % config.log_freq == 0:
-                for run, log in zip(runs, logs):
-                    run.logger.log_train(end, log)
+                for run, log, gains in zip(runs, logs, seeds.q_gains()):
+                    run.logger.log_train(end, {**log, **gains})
             progress.update(end - t)
             if end % config.eval_freq == 0 or end == config.max_timesteps:
                 seeds.sync()

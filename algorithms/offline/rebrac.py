@@ -180,8 +180,11 @@ class ReBRAC(AlgorithmInterface):
     ) -> jax.Array:
         """`-min Q(s, pi(s)) / mean|min Q|` per state [B] (`-min Q` if not normalised)."""
         actions = self.actor.apply(actor_params, states)  # [B, A]
-        q = self.critic.apply(state["critic"], states, actions).min(0)  # [B]
+        q = self.q_value(state, states, actions)  # [B]
         return q_energy(q, normalize=bool(self.config.energy_normalize_q))
+
+    def q_value(self, state: dict[str, Any], states: jax.Array, actions: jax.Array) -> jax.Array:
+        return self.critic.apply(state["critic"], states, actions).min(0)  # [B]: the minimum
 
 
 def build(

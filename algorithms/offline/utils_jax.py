@@ -55,6 +55,7 @@ class AlgorithmInterface(abc.ABC):
         actor log)`;
       * `compute_energy_function(actor, states, actions) -> [B]` ->
         `compute_energy_function(state, actor_params, states, key) -> [B]`;
+      * `q_value(states, actions) -> [B]` -> `q_value(state, states, actions) -> [B]`;
       * `make_actor_optimizer(actor) -> (optimizer, schedule)` -> `make_actor_optimizer() ->`
         an optax transformation (a schedule lives inside it);
       * `state_dict()` / `load_state_dict()` -> `init(key) -> state`; the loop checkpoints
@@ -112,6 +113,11 @@ class AlgorithmInterface(abc.ABC):
         self, state: dict[str, Any], actor_params: Params, states: jax.Array, key: jax.Array
     ) -> jax.Array:
         """The energy [B] a chain actor with `actor_params` minimises; differentiable in them."""
+
+    @abc.abstractmethod
+    def q_value(self, state: dict[str, Any], states: jax.Array, actions: jax.Array) -> jax.Array:
+        """Q(s, a) [B] as the energy reads it (its critics' reduction), in the critic's units:
+        what the chain trades against W2 (logged as `chain/q_gain_i`)."""
 
     @abc.abstractmethod
     def actor_params(self, state: dict[str, Any]) -> Params:
