@@ -44,6 +44,9 @@ def test_run_state_tells_done_partial_stale_and_new(tiny_run_args, tmp_path):
     root = pogo_multi_main.main(tiny_run_args("iql", 2, output_dir=tmp_path))
     assert chain_study.run_state(root, 20) == "done"
     assert chain_study.run_state(root, 40) == "partial"  # resumable from its checkpoint
+    with (root / "logs" / "eval.csv").open("a") as f:
+        f.write("40")  # a row torn by a kill mid-write: not an evaluation at step 40
+    assert chain_study.run_state(root, 40) == "partial"
     shutil.rmtree(root / "checkpoints")
     assert chain_study.run_state(root, 40) == "stale"
     assert chain_study.run_state(tmp_path / "nothing", 40) == "new"

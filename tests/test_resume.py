@@ -175,6 +175,23 @@ def test_a_moved_run_resumes_from_its_new_directory(tiny_run_args, tmp_path):
     assert (new / "logs" / "eval.csv").read_text().splitlines()[-1].startswith("30,1,")
 
 
+def test_a_line_torn_by_a_kill_mid_write_is_dropped_on_resume(tiny_run_args, tmp_path):
+    """A kill -9 (or a node lost) while a log line was being written leaves half a line; the
+    resumed run drops it and ends with the logs of a run never interrupted."""
+    whole = pogo_multi_main.main(tiny_run_args("td3_bc", 2, output_dir=tmp_path / "a"))
+    part = pogo_multi_main.main(
+        tiny_run_args("td3_bc", 2, output_dir=tmp_path / "b", max_timesteps=10)
+    )
+    with (part / "logs" / "train.jsonl").open("a") as f:
+        f.write('{"step": 15, "critic_lo')
+    with (part / "logs" / "eval.csv").open("a") as f:
+        f.write("2")  # the first digit of step 20's row
+    argv = tiny_run_args("td3_bc", 2, output_dir=tmp_path / "b") + ["--resume"]
+    assert pogo_multi_main.main(argv) == part
+    for name in ("eval.csv", "train.jsonl"):
+        assert (part / "logs" / name).read_text() == (whole / "logs" / name).read_text()
+
+
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_run_args, capsys):
     argv = tiny_run_args("td3_bc", 3, max_timesteps=30, eval_freq=10)
     root = pogo_multi_main.main(argv)

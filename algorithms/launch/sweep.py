@@ -20,7 +20,13 @@ from pathlib import Path
 
 from algorithms.errors import LaunchError
 from algorithms.offline.config import parse_config
-from algorithms.offline.run_io import EXIT_STOPPED, CheckpointStore, run_dir, write_atomic
+from algorithms.offline.run_io import (
+    EXIT_STOPPED,
+    CheckpointStore,
+    run_dir,
+    whole_lines,
+    write_atomic,
+)
 
 REPO = Path(__file__).resolve().parents[2]  # where every run starts
 #: flags a launcher adds from the run's directory (never kept in a sweep's commands)
@@ -56,7 +62,7 @@ def describe(argv: list[str]) -> SweepRun:
 def last_step(root: Path) -> int:
     """The step of the run's last evaluation (0 before the first)."""
     eval_csv = root / "logs" / "eval.csv"
-    rows = eval_csv.read_text().splitlines()[1:] if eval_csv.is_file() else []
+    rows = whole_lines(eval_csv)[1:] if eval_csv.is_file() else []  # not a row a kill tore
     return int(rows[-1].split(",")[0]) if rows else 0
 
 

@@ -200,14 +200,20 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def whole_lines(path: Path) -> list[str]:
+    """The file's complete lines: a last line without its newline was torn by a kill mid-write."""
+    lines = path.read_text().split("\n")
+    return lines[:-1]  # after the last newline: "" or the torn line
+
+
 def truncate_logs(logs: Path, step: int) -> None:
-    """Drop the rows of `logs/eval.csv` and `logs/train.jsonl` logged after update `step`."""
-    with (logs / "eval.csv").open(newline="") as f:
-        rows = list(csv.reader(f))
+    """Drop the rows of `logs/eval.csv` and `logs/train.jsonl` logged after update `step`, and a
+    last line a killed process left half-written."""
+    rows = list(csv.reader(whole_lines(logs / "eval.csv")))
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
     write_atomic(logs / "eval.csv", _csv_text(kept))
     if (logs / "train.jsonl").exists():
-        lines = (logs / "train.jsonl").read_text().splitlines()
+        lines = whole_lines(logs / "train.jsonl")
         kept_lines = [ln for ln in lines if ln and json.loads(ln)["step"] <= step]
         write_atomic(logs / "train.jsonl", "".join(ln + "\n" for ln in kept_lines))
 
