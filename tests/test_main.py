@@ -35,7 +35,8 @@ def test_smoke_run_writes_outputs(algorithm, num_actors, tiny_run_args):
     assert [line["step"] for line in lines] == [5, 10, 15, 20]
     assert all(math.isfinite(v) for line in lines for v in line.values())
     chain_keys = {k for line in lines for k in line if k.startswith("chain/")}
-    expected = {f"chain/{n}_{i}" for n in ("energy", "w2", "loss") for i in range(1, num_actors)}
+    names = ("energy", "w2", "loss", "q_gain")
+    expected = {f"chain/{n}_{i}" for n in names for i in range(1, num_actors)}
     assert chain_keys == expected
 
     # one checkpoint per evaluation, both kept (keep_checkpoints: 2), `latest` names the last
