@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,7 @@ PAPER: dict[str, Any] = {
 }
 
 
+@functools.cache  # env_dims builds the environment: once per env
 def paper_weight(env: str) -> float:
     """TD3+BC's BC weight on the chain's W2^2 scale: 1 / action dims (PAPER)."""
     return round(1.0 / env_dims(ENV_IDS[env])[1], 4)
@@ -260,21 +262,23 @@ def render_paper(env: str, dataset: str) -> str:
     return header + yaml.safe_dump(make_paper_config(env, dataset), sort_keys=False)
 
 
-def write_all(root: Path = ROOT, paper_root: Path = PAPER_ROOT) -> list[Path]:
-    paths = []
+def all_configs(root: Path, paper_root: Path):
+    """(path, text) of every generated config: each algorithm's, then the paper's protocol."""
     for algorithm in ALGORITHMS:
         for env in ENVS:
             for dataset in DATASETS:
-                path = config_path(root, algorithm, env, dataset)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(render(algorithm, env, dataset))
-                paths.append(path)
+                yield config_path(root, algorithm, env, dataset), render(algorithm, env, dataset)
     for env in ENVS:
         for dataset in DATASETS:
-            path = config_path(paper_root, "td3_bc", env, dataset)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(render_paper(env, dataset))
-            paths.append(path)
+            yield config_path(paper_root, "td3_bc", env, dataset), render_paper(env, dataset)
+
+
+def write_all(root: Path = ROOT, paper_root: Path = PAPER_ROOT) -> list[Path]:
+    paths = []
+    for path, text in all_configs(root, paper_root):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        paths.append(path)
     return paths
 
 

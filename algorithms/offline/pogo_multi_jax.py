@@ -298,23 +298,23 @@ class Seeds:
     def stacked(self) -> bool:
         return len(self.runs) > 1
 
-    def losses(self) -> list[dict[str, float]]:
-        """Each seed's losses of the last update (`carry["log"]`: {name: [S]}; one run's: [])."""
-        log = jax.device_get(self.carry["log"])
+    def per_seed(self, values: Log) -> list[dict[str, float]]:
+        """{name: [S]} (one run's: {name: []}) on the device -> each seed's {name: value}."""
+        host = jax.device_get(values)
         return [
-            {k: float(np.reshape(v, -1)[i]) for k, v in log.items()} for i in range(len(self.runs))
+            {k: float(np.reshape(v, -1)[i]) for k, v in host.items()} for i in range(len(self.runs))
         ]
+
+    def losses(self) -> list[dict[str, float]]:
+        """Each seed's losses of the last update (`carry["log"]`)."""
+        return self.per_seed(self.carry["log"])
 
     def q_gains(self) -> list[dict[str, float]]:
         """Each seed's chain Q gains now, at a batch's states drawn from a key derived from (not
         advancing) its batch key ({} without a chain)."""
         if not self.runs[0].chain.n:
             return [{} for _ in self.runs]
-        gains = jax.device_get(self.run_q_gains(self.carry, self.runs[0].data))
-        return [
-            {k: float(np.reshape(v, -1)[i]) for k, v in gains.items()}
-            for i in range(len(self.runs))
-        ]
+        return self.per_seed(self.run_q_gains(self.carry, self.runs[0].data))
 
     def sync(self) -> None:
         """Give each run its seed's carry and step as they are now (before it is evaluated,
@@ -418,6 +418,8 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
         states = sample_batch(data, key, config.batch_size)["states"]  # [B, S]
         return chain.q_gains(carry["base"], carry["chain"], states)
 
+    run_q_gains = jax.jit(q_gains)  # one compiled call for every seed's run
+
     eval_fns = EvalFns(algo.actor)  # compiled once for every seed
     runs = []
     for c, root in zip(configs, roots):
@@ -428,7 +430,7 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
             chain=chain,
             carry=initial_carry(jax.device_put(jax.random.key(c.seed), device), data),
             run_updates=run_updates,
-            run_q_gains=jax.jit(q_gains),
+            run_q_gains=run_q_gains,
             data=data,
             eval_fns=eval_fns,
             logger=RunLogger(root, c),
