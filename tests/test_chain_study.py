@@ -313,7 +313,7 @@ def test_shipped_judges_fresh_seeds_beside_the_seeds_that_chose(tiny_behavior, t
         return float(rows[0][4]), float(rows[2][4])
 
     def verdict(gain: float, spread: float) -> str:
-        return "wins" if gain > 0 else "level" if gain >= -spread else "loses"
+        return "wins" if gain > spread else "loses" if gain < -spread else "level"
 
     chosen = final(0)[1] - final(0)[0]
     first = np.array([final(s)[0] for s in (1, 2)])

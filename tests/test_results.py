@@ -84,6 +84,23 @@ def test_chain_verdict_a_loss_beyond_the_spread_fails(tmp_path, capsys):
     assert out[-1] == "| td3_bc | average |  | 41.0 | 38.5 | -2.5 |  |  | fails |"
 
 
+def test_chain_verdict_a_gain_inside_the_spread_is_level(tmp_path, capsys):
+    for seed, (first, last) in enumerate([(40.0, 41.0), (44.0, 46.0)]):
+        logs = tmp_path / "td3_bc" / "hopper" / "medium-v2" / f"seed_{seed}" / "logs"
+        logs.mkdir(parents=True)
+        rows = [",".join(EVAL_COLUMNS)] + [f"50,{i},0,0,{x},0" for i, x in enumerate((first, last))]
+        (logs / "eval.csv").write_text("\n".join(rows) + "\n")
+    results.main([str(tmp_path), "--chain"])
+    out = capsys.readouterr().out.splitlines()
+    # differences +1 and +2: mean +1.5, inside actor 0's spread (std(40, 44) = 2), so not a win;
+    # nothing loses and the average is >= 0, so the algorithm still passes
+    assert (
+        "| td3_bc | hopper-medium-v2 | 2 | 42.0 ± 2.0 | 43.5 ± 2.5 | +1.5 ± 0.5 | +1.0 (seed 0) "
+        "| 2.0 | level |" in out
+    )
+    assert out[-1] == "| td3_bc | average |  | 42.0 | 43.5 | +1.5 |  |  | passes |"
+
+
 def test_up_to_tabulates_runs_as_they_were_at_that_update(results_dir, capsys):
     results.main([str(results_dir), "--up_to", "10"])
     table = capsys.readouterr().out
