@@ -3,25 +3,25 @@
     python scripts/chain_study.py --dry-run                       # the plan: datasets, runs
     python scripts/chain_study.py --jobs 2 --max_timesteps 50000  # run it (resumable), then tables
 
-Each run is the shipped config (`configs/offline/pogo_multi/<env>/<dataset>_v2_<algo>.yaml`)
-with `--w2_weights [w]`, on a dataset made here (`data/<env>_<dataset>-v2.hdf5`, made first if
-missing, `--dataset_size` rows) and written under `<out>/w<w>/`. Runs go `--jobs` at a time with
-`OMP_NUM_THREADS=--threads` each, or with `--launcher slurm` (and its options, see
-`algorithms/launch/`) as SLURM job arrays; arguments after `--` override config keys in every
-run; the sweep's record and run logs are in `<out>/` (`python -m algorithms.launch status <out>`).
-Run again after an interruption: finished runs are skipped and interrupted ones continue with
+Each run is the shipped config (`configs/offline/pogo_multi/<env>/<dataset>_v2_<algo>.yaml`) with
+`--w2_weights [w]`, on a dataset made here (`data/<env>_<dataset>-v2.hdf5`, made first if missing,
+`--dataset_size` rows, `d4rl` for D4RL's sizes) and written under `<out>/w<w>/`. Runs go `--jobs` at
+a time with `OMP_NUM_THREADS=--threads` each, or with `--launcher slurm` (and its options, see
+`algorithms/launch/`) as SLURM job arrays; arguments after `--` override config keys in every run;
+the sweep's record and run logs are in `<out>/` (`python -m algorithms.launch status <out>`). Run
+again after an interruption: finished runs are skipped and interrupted ones continue with
 `--resume`. On SLURM the command submits and returns; once the runs are done, the same command
-writes the tables (and submits a `--settle_sweep`'s runs, which start from the joint phases).
-Each run has its config's settle phase (the chain alone after `--max_timesteps`;
-`--settle_steps`, `--settle_w2_weight` and `--settle_lr_schedule` override it); runs finished
-before their settle phase are resumed into it. `--settle_sweep s1 s2 ...` then redoes each run's
-settle phase at those weights from its checkpoint at `--max_timesteps`, in copies under
-`<out>/w<w>_settle<s>/` (`..._cosine/` with a cosine settle schedule; only the settle updates
-are spent again), `--settle_sweep_steps n` long (`..._steps<n>/`; default: the runs' own).
-SIGTERM or Ctrl-C starts no further run and stops the running ones, each after checkpointing
-the update it finished; the same command later goes on from there. At the end the results
-table of every actor and the chain's verdict (the results command with `--chain`) are printed
-for each output directory, and written to `<out>/<directory>.md`.
+writes the tables (and submits a `--settle_sweep`'s runs, which start from the joint phases). Each
+run has its config's settle phase (the chain alone after `--max_timesteps`; `--settle_steps`,
+`--settle_w2_weight` and `--settle_lr_schedule` override it); runs finished before their settle
+phase are resumed into it. `--settle_sweep s1 s2 ...` then redoes each run's settle phase at those
+weights from its checkpoint at `--max_timesteps`, in copies under `<out>/w<w>_settle<s>/`
+(`..._cosine/` with a cosine settle schedule; only the settle updates are spent again),
+`--settle_sweep_steps n` long (`..._steps<n>/`; default: the runs' own). SIGTERM or Ctrl-C starts no
+further run and stops the running ones, each after checkpointing the update it finished; the same
+command later goes on from there. At the end the results table of every actor and the chain's
+verdict (the results command with `--chain`) are printed for each output directory, and written to
+`<out>/<directory>.md`.
 
     python scripts/chain_study.py --shipped --max_timesteps 50000 -- --eval_mode mean
 
@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from algorithms.datasets.envs import ENV_IDS, parse_d4rl_name  # noqa: E402
-from algorithms.datasets.make_dataset import MAKEABLE_KINDS  # noqa: E402
+from algorithms.datasets.make_dataset import MAKEABLE_KINDS, parse_size  # noqa: E402
 from algorithms.errors import PogoError  # noqa: E402
 from algorithms.launch.launcher import add_launcher_args, launch  # noqa: E402
 from algorithms.launch.sweep import run_state  # noqa: E402
@@ -134,13 +134,14 @@ def run_command(
 def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], int]:
     """(dataset commands, run commands, runs already done)."""
     datasets, runs, done = [], [], 0
+    size = "d4rl" if args.dataset_size is None else str(args.dataset_size)
     for env in args.envs:
         for dataset in args.datasets:
             path = dataset_file(args.data_dir, env, dataset)
             if not path.is_file():
                 datasets.append(
                     [sys.executable, "-m", "algorithms.datasets.make_dataset"]
-                    + ["--env", f"{env}-{dataset}-v2", "--size", str(args.dataset_size)]
+                    + ["--env", f"{env}-{dataset}-v2", "--size", size]
                     + ["--seed", "0", "--out", str(path)]
                 )
     for config, path, algorithm, env, weight, seed in each_run(args):
@@ -368,7 +369,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start each settle phase from copies of actor 0 (in the sweep: <...>_pred)",
     )
     parser.add_argument("--n_episodes", type=int, default=10)
-    parser.add_argument("--dataset_size", type=int, default=100_000, help="rows of made datasets")
+    parser.add_argument(
+        "--dataset_size",
+        type=parse_size,
+        default=100_000,
+        help="rows of made datasets, or d4rl: D4RL's sizes (put them in their own --data_dir)",
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="local: at a time")
     parser.add_argument("--threads", type=int, default=1, help="local: OMP_NUM_THREADS per job")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "chain_study")

@@ -38,6 +38,12 @@ def test_dry_run_plans_every_combination(tmp_path, capsys):
     assert len(runs) == 2 * 2 * 2 * 2 * 2  # algorithms x envs x datasets x weights x seeds
     assert sum("medium_replay_v2_td3_bc.yaml --seed 1" in r and "[100]" in r for r in runs) == 2
     assert all(r.endswith("--log_freq 7") for r in runs)
+    assert all(" --size 100000 " in m for m in makes)
+    chain_study.main([*argv, "--data_dir", str(tmp_path / "d4rl"), "--dataset_size", "d4rl"])
+    assert sum(" --size d4rl " in m for m in capsys.readouterr().out.splitlines()) == 4
+    with pytest.raises(SystemExit):
+        chain_study.main([*argv, "--dataset_size", "1M"])
+    assert "not a row count or d4rl: '1M'" in capsys.readouterr().err
 
 
 def test_run_state_tells_done_partial_stale_and_new(tiny_run_args, tmp_path):

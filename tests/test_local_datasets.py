@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from algorithms.datasets import behavior_policy, minari_io
+from algorithms.datasets import make_dataset as make_dataset_module
 from algorithms.datasets.behavior_policy import (
     ACTORS_DIR,
     BehaviorPolicyError,
@@ -154,6 +155,28 @@ def test_behavior_training_saves_actor_and_replay_that_make_datasets(
     with h5py.File(out, "r") as f:
         assert f.attrs["kind"] == "medium-replay"
         assert json.loads(f.attrs["behavior"])["medium-replay"]["env_steps"] == 200
+
+    # D4RL's size: the whole buffer, as D4RL's medium-replay files hold; more than it is refused
+    whole = tmp_path / "whole.hdf5"
+    make_dataset_main(
+        ["--env", "hopper-medium-replay-v2", "--size", "d4rl", "--out", str(whole)]
+        + ["--replay_dir", str(replay)]
+    )
+    made = load_hdf5(whole)
+    for key in ("observations", "actions", "rewards", "next_observations", "terminals"):
+        np.testing.assert_array_equal(made[key], buffer[key], err_msg=key)
+    with h5py.File(whole, "r") as f:
+        assert f.attrs["size"] == 199
+    with pytest.raises(DatasetError, match=r"holds 199 rows, fewer than the 200 asked for"):
+        make_dataset("hopper-medium-replay-v2", 200, 0, replay_dir=replay)
+
+
+def test_size_none_is_d4rls_size_for_the_kind(monkeypatch) -> None:
+    # D4RL's 1M rows take minutes to make: a smaller table entry checks that None reads it
+    monkeypatch.setitem(make_dataset_module.D4RL_SIZES, "random", 37)
+    data, attrs = make_dataset("hopper-random-v2", None, 0)
+    assert len(data["rewards"]) == 37 and attrs["size"] == 37
+    assert make_dataset_module.D4RL_SIZES["medium"] == 1_000_000
 
 
 def test_medium_replay_without_a_buffer_says_how_to_make_it(tmp_path: Path) -> None:

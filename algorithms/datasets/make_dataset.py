@@ -4,7 +4,8 @@ Usage: ``python -m algorithms.datasets.make_dataset --env hopper-medium-v2 --siz
 --out data/hopper_medium-v2.hdf5``. The D4RL-style name picks the env and the kind, made as D4RL
 made them: ``random`` (uniform actions), ``medium`` / ``expert`` (a shipped behaviour actor's
 sampled actions, see ``behavior_policy``), ``medium-expert`` (half medium, then half expert) and
-``medium-replay`` (the behaviour agent's replay buffer up to its medium policy).
+``medium-replay`` (the behaviour agent's replay buffer up to its medium policy). ``--size d4rl``
+makes a file as large as D4RL's (``D4RL_SIZES``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ from algorithms.networks.actors import BaseActor
 
 MAX_EPISODE_STEPS = 1000  # D4RL's and gymnasium's time limit for the locomotion envs
 MAKEABLE_KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+# Rows in D4RL's own files of each kind (-v2): 1M env steps, medium-expert both 1M files; its
+# medium-replay holds whatever its agent's buffer held up to the medium policy (None: all of it).
+D4RL_SIZES: dict[str, int | None] = {
+    "random": 1_000_000,
+    "medium": 1_000_000,
+    "expert": 1_000_000,
+    "medium-expert": 2_000_000,
+    "medium-replay": None,
+}
 # An action for one observation [S] -> [A]; the policy side of a rollout.
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -149,11 +159,12 @@ def make_policy_dataset(
 
 
 def make_replay_dataset(
-    family: str, size: int, replay_dir: Path = DEFAULT_REPLAY_DIR
+    family: str, size: int | None, replay_dir: Path = DEFAULT_REPLAY_DIR
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The behaviour agent's replay buffer up to its medium policy (D4RL's ``medium-replay``).
 
-    A buffer longer than ``size`` keeps its last ``size`` rows, those closest to the medium policy.
+    A buffer longer than ``size`` keeps its last ``size`` rows, those closest to the medium
+    policy; ``size=None`` keeps all of it, as D4RL's files do.
     """
     path = replay_path(family, replay_dir)
     if not path.is_file():
@@ -163,6 +174,14 @@ def make_replay_dataset(
             f"--stop_after medium --replay_dir {replay_dir}"
         )
     raw = load_hdf5(path)
+    rows = len(raw["rewards"])
+    if size is None:
+        size = rows
+    elif size > rows:
+        raise DatasetError(
+            f"the replay buffer {path} holds {rows} rows, fewer than the {size} asked for; "
+            "--size d4rl takes all of it"
+        )
     data = {k: raw[k][-size:] for k in ("observations", "actions", "rewards", "next_observations")}
     data["terminals"] = raw["terminals"][-size:].astype(bool)
     data["timeouts"] = raw["timeouts"][-size:].astype(bool)
@@ -173,19 +192,22 @@ def make_replay_dataset(
 
 def make_dataset(
     env_name: str,
-    size: int,
+    size: int | None,
     seed: int,
     progress: bool = False,
     actors_dir: Path = ACTORS_DIR,
     replay_dir: Path = DEFAULT_REPLAY_DIR,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Any makeable D4RL-style dataset: its arrays and the root attributes that say how."""
+    """Any makeable D4RL-style dataset: its arrays and the root attributes that say how.
+    ``size=None``: as many rows as D4RL's file of that kind."""
     name = parse_d4rl_name(env_name)
     if name.kind not in MAKEABLE_KINDS:
         raise DatasetError(
             f"cannot make {name.kind!r} datasets; makeable: {', '.join(MAKEABLE_KINDS)}"
         )
-    if size < 1:
+    if size is None and name.kind != "medium-replay":
+        size = D4RL_SIZES[name.kind]
+    if size is not None and size < 1:
         raise DatasetError(f"size must be >= 1, got {size}")
     if name.family not in ENV_IDS:
         raise DatasetError(f"no gymnasium env for {name.family!r}; known: {', '.join(ENV_IDS)}")
@@ -242,7 +264,7 @@ def episode_returns(data: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def write_dataset(
-    env_name: str, out: str | Path, size: int, seed: int, progress: bool = True, **dirs: Path
+    env_name: str, out: str | Path, size: int | None, seed: int, progress: bool = True, **dirs: Path
 ) -> str:
     """Make and write one dataset; returns a one-line summary of what was written."""
     data, attrs = make_dataset(env_name, size, seed, progress, **dirs)
@@ -266,6 +288,16 @@ def ensure_dataset(env_name: str, path: str | Path, size: int, seed: int) -> Non
         raise DatasetError(f"making {path} for {env_name} failed: {e}") from e
 
 
+def parse_size(text: str) -> int | None:
+    """A dataset size on a command line: a row count, or ``d4rl`` (None: D4RL's own size)."""
+    if text == "d4rl":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a row count or d4rl: {text!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m algorithms.datasets.make_dataset",
@@ -273,7 +305,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     kinds = ", ".join(MAKEABLE_KINDS)
     parser.add_argument("--env", required=True, help=f"D4RL-style name; kinds: {kinds}")
-    parser.add_argument("--size", type=int, default=100_000, help="number of rows (env steps)")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=100_000,
+        help="number of rows (env steps), or d4rl: as many as D4RL's file (medium-replay: the "
+        "whole replay buffer)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="HDF5 file to write")
     parser.add_argument("--actors_dir", default=str(ACTORS_DIR), help="behaviour actors")
