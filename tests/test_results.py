@@ -68,37 +68,35 @@ def test_chain_verdict_pairs_seeds_against_actor_0s_spread(results_dir):
     ]
 
 
-def test_chain_verdict_a_loss_beyond_the_spread_fails(tmp_path, capsys):
-    for seed, (first, last) in enumerate([(40.0, 37.0), (42.0, 40.0)]):
+@pytest.mark.parametrize(
+    "finals, row, average",
+    [
+        # differences -3 and -2: mean -2.5, below minus actor 0's spread (std(40, 42) = 1)
+        (
+            [(40.0, 37.0), (42.0, 40.0)],
+            "41.0 ± 1.0 | 38.5 ± 1.5 | -2.5 ± 0.5 | -3.0 (seed 0) | 1.0 | loses |",
+            "41.0 | 38.5 | -2.5 |  |  | fails |",
+        ),
+        # differences +1 and +2: mean +1.5, inside actor 0's spread (std(40, 44) = 2), so not a
+        # win; nothing loses and the average is >= 0, so the algorithm still passes
+        (
+            [(40.0, 41.0), (44.0, 46.0)],
+            "42.0 ± 2.0 | 43.5 ± 2.5 | +1.5 ± 0.5 | +1.0 (seed 0) | 2.0 | level |",
+            "42.0 | 43.5 | +1.5 |  |  | passes |",
+        ),
+    ],
+    ids=["a loss beyond the spread fails", "a gain inside the spread is level"],
+)
+def test_chain_verdict_judges_the_mean_against_the_spread(finals, row, average, tmp_path, capsys):
+    for seed, (first, last) in enumerate(finals):
         logs = tmp_path / "td3_bc" / "hopper" / "medium-v2" / f"seed_{seed}" / "logs"
         logs.mkdir(parents=True)
         rows = [",".join(EVAL_COLUMNS)] + [f"50,{i},0,0,{x},0" for i, x in enumerate((first, last))]
         (logs / "eval.csv").write_text("\n".join(rows) + "\n")
     results.main([str(tmp_path), "--chain"])
     out = capsys.readouterr().out.splitlines()
-    # differences -3 and -2: mean -2.5, below minus actor 0's spread (std(40, 42) = 1)
-    assert (
-        "| td3_bc | hopper-medium-v2 | 2 | 41.0 ± 1.0 | 38.5 ± 1.5 | -2.5 ± 0.5 | -3.0 (seed 0) "
-        "| 1.0 | loses |" in out
-    )
-    assert out[-1] == "| td3_bc | average |  | 41.0 | 38.5 | -2.5 |  |  | fails |"
-
-
-def test_chain_verdict_a_gain_inside_the_spread_is_level(tmp_path, capsys):
-    for seed, (first, last) in enumerate([(40.0, 41.0), (44.0, 46.0)]):
-        logs = tmp_path / "td3_bc" / "hopper" / "medium-v2" / f"seed_{seed}" / "logs"
-        logs.mkdir(parents=True)
-        rows = [",".join(EVAL_COLUMNS)] + [f"50,{i},0,0,{x},0" for i, x in enumerate((first, last))]
-        (logs / "eval.csv").write_text("\n".join(rows) + "\n")
-    results.main([str(tmp_path), "--chain"])
-    out = capsys.readouterr().out.splitlines()
-    # differences +1 and +2: mean +1.5, inside actor 0's spread (std(40, 44) = 2), so not a win;
-    # nothing loses and the average is >= 0, so the algorithm still passes
-    assert (
-        "| td3_bc | hopper-medium-v2 | 2 | 42.0 ± 2.0 | 43.5 ± 2.5 | +1.5 ± 0.5 | +1.0 (seed 0) "
-        "| 2.0 | level |" in out
-    )
-    assert out[-1] == "| td3_bc | average |  | 42.0 | 43.5 | +1.5 |  |  | passes |"
+    assert f"| td3_bc | hopper-medium-v2 | 2 | {row}" in out
+    assert out[-1] == f"| td3_bc | average |  | {average}"
 
 
 def test_up_to_tabulates_runs_as_they_were_at_that_update(results_dir, capsys):
