@@ -336,6 +336,35 @@ def test_non_finite_chain_loss_names_the_actor_and_keeps_the_last_good_checkpoin
     assert (run.root / "checkpoints" / "latest").read_text() == good.name + "\n"
 
 
+def test_losses_are_checked_at_the_next_log_step_naming_the_first_bad_update(tiny_run_args):
+    """No host read per update: update 13's NaN loss is found at the log step 20 (the first
+    read after it), the message names update 13, and nothing after update 10 was written."""
+    argv = tiny_run_args("td3_bc", 3, max_timesteps=30, log_freq=10, eval_freq=10)
+    run = pogo_multi_main.setup(parse_config(argv))
+    train = run.trainer.train
+    seen = []
+
+    def poisoned(batch):
+        log = train(batch)
+        seen.append(run.step + 1)
+        if run.step + 1 in (13, 15):  # this update's critic loss reads NaN
+            log["critic_loss"] = torch.tensor(float("nan"))
+        return log
+
+    run.trainer.train = poisoned
+    with pytest.raises(NonFiniteError) as err:
+        pogo_multi_main.train(run)
+    good = run.root / "checkpoints" / "checkpoint_0000000010.pt"
+    assert str(err.value) == (
+        f"step 13: actor 0 / critics: loss critic_loss is nan; last good checkpoint: {good} "
+        "(continue from it with --resume)"
+    )
+    assert seen[-1] == 20  # the updates went on to the read at the log step
+    logged = [json.loads(x) for x in (run.root / "logs" / "train.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in logged] == [10]
+    assert list(_checkpoints_on_disk(run.root)) == [good.name]
+
+
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_non_finite_parameters_that_no_loss_sees_are_never_checkpointed(tiny_run_args, vectorize):
     """The chain's Polyak targets turn NaN after the chain step of update 20: every logged loss

@@ -10,7 +10,6 @@ plays it), or `-(Q - V)` (`energy_function_type: advantage`) with AWAC's own V.
 
 import copy
 from dataclasses import dataclass
-from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ from algorithms.networks import FullyConnectedQFunction, GaussianMLP, get_action
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import ConfigError, PogoConfig
 from algorithms.offline.interface import TensorBatch, TrainerBase, q_energy
-from algorithms.offline.utils_pytorch import soft_update
+from algorithms.offline.utils_pytorch import UpdateLog, soft_update
 
 #: clip of the advantage weights exp(A / lambda)
 EXP_ADV_MAX = 100.0
@@ -101,7 +100,7 @@ class AdvantageWeightedActorCritic(TrainerBase):
         critic_loss = F.mse_loss(self.critic_1(states, actions), target_q) + F.mse_loss(
             self.critic_2(states, actions), target_q
         )
-        log["critic_loss"] = critic_loss.item()
+        log["critic_loss"] = critic_loss.detach()
         self.critic_1_optimizer.zero_grad()
         self.critic_2_optimizer.zero_grad()
         critic_loss.backward()
@@ -113,15 +112,15 @@ class AdvantageWeightedActorCritic(TrainerBase):
             adv = self.q_value(states, actions) - self.value(states)  # [B]
             weights = torch.exp(adv / self.config.awac_lambda).clamp(max=EXP_ADV_MAX)
         actor_loss = (-self.actor.log_prob_actions(states, actions) * weights).mean()
-        log["actor_loss"] = actor_loss.item()
+        log["actor_loss"] = actor_loss.detach()
         self.actor_optimizer.zero_grad()
         actor_loss.backward()
         self.actor_optimizer.step()
 
-    def train(self, batch: TensorBatch) -> Dict[str, float]:
+    def train(self, batch: TensorBatch) -> UpdateLog:
         self.total_it += 1
         states, actions, rewards, next_states, dones = batch
-        log: Dict[str, float] = {}
+        log: UpdateLog = {}
         self._update_critic(states, actions, rewards, next_states, dones, log)
         self._update_actor(states, actions, log)
         soft_update(self.critic_1_target, self.critic_1, self.config.tau)

@@ -11,7 +11,7 @@ with alpha detached (the BC loss during `bc_steps`); the W2 term adds the proxim
 
 import copy
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Tuple
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from algorithms.networks import (
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import ConfigError, PogoConfig
 from algorithms.offline.interface import TensorBatch, TrainerBase, q_energy
-from algorithms.offline.utils_pytorch import soft_update
+from algorithms.offline.utils_pytorch import UpdateLog, soft_update
 
 #: CORL's policy: log_std = multiplier * head + offset, the offset starting here
 LOG_STD_OFFSET = -1.0
@@ -209,9 +209,9 @@ class ContinuousCQL(TrainerBase):
             ood = torch.logsumexp(cat_q / c.cql_temp, dim=1) * c.cql_temp  # [B]
             diff = (ood - q_data).clamp(c.cql_clip_diff_min, c.cql_clip_diff_max).mean()
             diffs.append(diff)
-            log_q[f"cql_q{k}_rand"] = q_rand.mean().item()
-            log_q[f"cql_q{k}_current_actions"] = q_current.mean().item()
-            log_q[f"cql_q{k}_next_actions"] = q_next.mean().item()
+            log_q[f"cql_q{k}_rand"] = q_rand.mean().detach()
+            log_q[f"cql_q{k}_current_actions"] = q_current.mean().detach()
+            log_q[f"cql_q{k}_next_actions"] = q_next.mean().detach()
 
         if c.cql_lagrange:
             alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
@@ -226,22 +226,22 @@ class ContinuousCQL(TrainerBase):
             alpha_prime_loss = states.new_tensor(0.0)
 
         log.update(
-            qf1_loss=qf1_loss.item(),
-            qf2_loss=qf2_loss.item(),
-            average_qf1=q1.mean().item(),
-            average_qf2=q2.mean().item(),
-            average_target_q=target_q.mean().item(),
-            cql_qf1_diff=diffs[0].item(),
-            cql_qf2_diff=diffs[1].item(),
-            cql_min_qf1_loss=penalties[0].item(),
-            cql_min_qf2_loss=penalties[1].item(),
-            alpha_prime=alpha_prime.item(),
-            alpha_prime_loss=alpha_prime_loss.item(),
+            qf1_loss=qf1_loss.detach(),
+            qf2_loss=qf2_loss.detach(),
+            average_qf1=q1.mean().detach(),
+            average_qf2=q2.mean().detach(),
+            average_target_q=target_q.mean().detach(),
+            cql_qf1_diff=diffs[0].detach(),
+            cql_qf2_diff=diffs[1].detach(),
+            cql_min_qf1_loss=penalties[0].detach(),
+            cql_min_qf2_loss=penalties[1].detach(),
+            alpha_prime=alpha_prime.detach(),
+            alpha_prime_loss=alpha_prime_loss.detach(),
             **log_q,
         )
         return qf1_loss + qf2_loss + penalties[0] + penalties[1]
 
-    def train(self, batch: TensorBatch) -> Dict[str, float]:
+    def train(self, batch: TensorBatch) -> UpdateLog:
         c = self.config
         self.total_it += 1
         states, actions, rewards, next_states, dones = batch
@@ -256,10 +256,10 @@ class ContinuousCQL(TrainerBase):
             alpha_loss = states.new_tensor(0.0)
         policy_loss = self._policy_loss(states, actions, new_actions, log_pi, alpha.detach())
         log = {
-            "log_pi": log_pi.mean().item(),
-            "policy_loss": policy_loss.item(),
-            "alpha_loss": alpha_loss.item(),
-            "alpha": alpha.item(),
+            "log_pi": log_pi.mean().detach(),
+            "policy_loss": policy_loss.detach(),
+            "alpha_loss": alpha_loss.detach(),
+            "alpha": alpha.detach(),
         }
         # critics' loss before any step: pi's samples and the Lagrange step see this update's start
         qf_loss = self._q_loss(states, actions, next_states, rewards, dones, alpha.detach(), log)

@@ -9,12 +9,12 @@ actors i >= 1: `alpha * log pi(a|s) - min_j Q_j(s, a)`, `a ~ pi` reparameterised
 """
 
 from dataclasses import dataclass
-from typing import Dict
 
 import torch
 
 from algorithms.offline import sac_n
 from algorithms.offline.config import ConfigError
+from algorithms.offline.utils_pytorch import UpdateLog
 
 
 @dataclass
@@ -59,12 +59,12 @@ class EDAC(sac_n.SACN):
         rewards: torch.Tensor,
         next_states: torch.Tensor,
         dones: torch.Tensor,
-        log: Dict[str, float],
+        log: UpdateLog,
     ) -> torch.Tensor:
         """SAC-N's ensemble TD loss + eta * diversity loss."""
         td_loss = super().critic_loss(states, actions, rewards, next_states, dones, log)
         diversity = self.diversity_loss(states, actions)
-        log["diversity_loss"] = diversity.item()
+        log["diversity_loss"] = diversity.detach()
         return td_loss + self.config.eta * diversity
 
 

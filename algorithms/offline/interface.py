@@ -20,6 +20,7 @@ import torch
 
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import PogoConfig
+from algorithms.offline.utils_pytorch import UpdateLog
 
 TensorBatch = list[
     torch.Tensor
@@ -34,8 +35,9 @@ class Trainer(Protocol):
     #: updates done so far (incremented by `train`)
     total_it: int
 
-    def train(self, batch: TensorBatch) -> dict[str, float]:
-        """One update of critics (V, Q) and actor 0, exactly as the base algorithm; a flat log."""
+    def train(self, batch: TensorBatch) -> UpdateLog:
+        """One update of critics (V, Q) and actor 0, exactly as the base algorithm; a flat log
+        of detached 0-dim tensors (no host read: the main reads them when it logs)."""
         ...
 
     def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ expectile regression; Q by TD on V(s'). Actors i >= 1 of the chain minimise `-Q(
 
 import copy
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from algorithms.networks import DeterministicMLP, GaussianMLP, TwinQ, ValueFunct
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import PogoConfig
 from algorithms.offline.interface import TensorBatch, TrainerBase, q_energy
-from algorithms.offline.utils_pytorch import soft_update
+from algorithms.offline.utils_pytorch import UpdateLog, soft_update
 
 EXP_ADV_MAX = 100.0
 
@@ -99,7 +99,7 @@ class ImplicitQLearning(TrainerBase):
             bc_losses = torch.sum((self.actor(states) - actions) ** 2, dim=1)  # [B]
         return torch.mean(exp_adv * bc_losses)
 
-    def train(self, batch: TensorBatch) -> Dict[str, float]:
+    def train(self, batch: TensorBatch) -> UpdateLog:
         """CORL's V, Q and actor steps. The three losses share no parameters and all read the
         networks before this update (V's step comes first in CORL, but Q's target uses V(s')
         taken before it, and the actor's weights use the advantage taken before it), so one
@@ -128,8 +128,11 @@ class ImplicitQLearning(TrainerBase):
             self._step(self.actor_optimizer, policy_loss)
         soft_update(self.q_target, self.qf, self.config.tau)
         self.actor_lr_schedule.step()
-        values = torch.stack([v_loss, q_loss, policy_loss]).detach().cpu().tolist()  # one sync
-        return dict(zip(("value_loss", "q_loss", "actor_loss"), values))
+        return {
+            "value_loss": v_loss.detach(),
+            "q_loss": q_loss.detach(),
+            "actor_loss": policy_loss.detach(),
+        }
 
     @staticmethod
     def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:

@@ -56,11 +56,13 @@ from algorithms.offline.run_io import (
     stop_if_signalled,
 )
 from algorithms.offline.utils_pytorch import (
+    LossGuard,
     RandomStream,
     ReplayBuffer,
-    check_finite_losses,
+    UpdateLog,
     check_finite_state,
     evaluate_actors,
+    log_values,
     release_free_memory,
     resolve_device,
     rng_state,
@@ -129,7 +131,7 @@ class ActorChain:
         self.schedulers = [sched for _, sched in optimizers]
         self.params = [p for m in trainables for p in m.parameters()]
 
-    def update(self, states: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+    def update(self, states: torch.Tensor, actions: torch.Tensor) -> UpdateLog:
         """One JKO step for every actor i >= 1 on the same batch: states [B, S], actions [B, A].
 
         Each loss sees its predecessor as it is now (detached), so the N-1 steps are independent
@@ -150,7 +152,7 @@ class ActorChain:
                 sched.step()
         for target, module in zip(self.targets, self.trainables):
             soft_update(target, module, self.config.tau)
-        values = torch.stack([energy, w2, loss]).detach().cpu().tolist()  # one sync, [3][E]
+        values = torch.stack([energy, w2, loss]).detach()  # [3, E], read when logged
         return {
             f"chain/{name}_{i}": v
             for name, row in zip(("energy", "w2", "loss"), values)
@@ -310,6 +312,7 @@ class Run:
     clock: tuple[float, int] = (0.0, 0)  # (time, step) of the last evaluation, for updates/s
     scores: np.ndarray | None = None  # [n_actors, n_episodes] of the last evaluation
     stop: StopSignal = dataclasses.field(default_factory=StopSignal)  # SIGTERM / Ctrl-C seen
+    guard: LossGuard = dataclasses.field(default_factory=LossGuard)  # losses not yet checked
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue number for number."""
@@ -415,19 +418,26 @@ def train(run: Run) -> Path:
 
 
 def after_update(
-    run: Run, t: int, log: dict[str, float], chain_states: torch.Tensor | None = None
+    run: Run, t: int, log: UpdateLog, chain_states: torch.Tensor | None = None
 ) -> None:
-    """Update t is done: check and log its losses (with the chain's Q gains at the batch's
-    states `chain_states` [B, S] where the chain trains), evaluate and checkpoint when due."""
+    """Update t is done. Its losses stay on the device until a log step (or an evaluation):
+    then every loss since the last check is checked in one read, and update t's are logged
+    (with the chain's Q gains at the batch's states `chain_states` [B, S] where the chain
+    trains). Evaluate and checkpoint when due."""
     config = run.config
     run.step = t
-    check_finite_losses(log, t, run.checkpoints.latest_path())
-    if t % config.log_freq == 0:
+    run.guard.record(t, log)
+    logs = t % config.log_freq == 0
+    evaluates = t % config.eval_freq == 0 or t in (config.max_timesteps, config.total_steps)
+    if logs or evaluates:
+        run.guard.check(run.checkpoints.latest_path())  # the first non-finite loss stops here
+    if logs:
+        values = log_values(log)
         if chain_states is not None:
-            log.update(run.chain.q_gains(chain_states))
-        run.logger.log_train(t, log)
+            values.update(run.chain.q_gains(chain_states))
+        run.logger.log_train(t, values)
     run.progress.update()
-    if t % config.eval_freq == 0 or t in (config.max_timesteps, config.total_steps):
+    if evaluates:
         evaluate(run)
         save_checkpoint(run)
         release_free_memory()
@@ -454,6 +464,7 @@ def evaluate(run: Run) -> None:
 
 
 def save_checkpoint(run: Run) -> Path:
+    run.guard.check(run.checkpoints.latest_path())  # never save after a non-finite loss
     state = run.state_dict()
     check_finite_state(state, run.step, run.checkpoints.latest_path())  # never save NaNs
     return run.checkpoints.save(run.step, state)

@@ -15,7 +15,7 @@ alpha the trainer's current value (detached) and `-min Q` optionally divided by 
 import copy
 import math
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -24,7 +24,7 @@ from algorithms.networks import EnsembleCritic, TanhGaussianMLP, VectorizedLinea
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import ConfigError, PogoConfig
 from algorithms.offline.interface import TensorBatch, TrainerBase, q_energy
-from algorithms.offline.utils_pytorch import soft_update
+from algorithms.offline.utils_pytorch import UpdateLog, soft_update
 
 
 @dataclass
@@ -124,11 +124,11 @@ class SACN(TrainerBase):
             _, log_prob = self.actor(states)  # [B]
         return (-self.log_alpha * (log_prob + self.target_entropy)).mean()
 
-    def actor_loss(self, states: torch.Tensor, log: Dict[str, float]) -> torch.Tensor:
+    def actor_loss(self, states: torch.Tensor, log: UpdateLog) -> torch.Tensor:
         actions, log_prob = self.actor(states)  # [B, A], [B]
         q = self.critic(states, actions)  # [E, B]
-        log["batch_entropy"] = -log_prob.mean().item()
-        log["q_policy_std"] = q.std(0).mean().item()
+        log["batch_entropy"] = -log_prob.mean().detach()
+        log["q_policy_std"] = q.std(0).mean().detach()
         return (self.alpha * log_prob - q.min(0).values).mean()
 
     def critic_loss(
@@ -138,7 +138,7 @@ class SACN(TrainerBase):
         rewards: torch.Tensor,
         next_states: torch.Tensor,
         dones: torch.Tensor,
-        log: Dict[str, float],
+        log: UpdateLog,
     ) -> torch.Tensor:
         """Every member's MSE to the soft TD target (ensemble min), summed over the ensemble."""
         with torch.no_grad():
@@ -149,10 +149,10 @@ class SACN(TrainerBase):
         q = self.critic(states, actions)  # [E, B]
         return ((q - target_q[None]) ** 2).mean(dim=1).sum(dim=0)
 
-    def train(self, batch: TensorBatch) -> Dict[str, float]:
+    def train(self, batch: TensorBatch) -> UpdateLog:
         self.total_it += 1
         states, actions, rewards, next_states, dones = batch
-        log: Dict[str, float] = {}
+        log: UpdateLog = {}
 
         alpha_loss = self.alpha_loss(states)
         self.alpha_optimizer.zero_grad()
@@ -174,12 +174,12 @@ class SACN(TrainerBase):
             # ensemble spread at uniformly random actions (a diagnostic CORL logs)
             max_action = self.actor.max_action
             random_actions = max_action * (2.0 * torch.rand_like(actions) - 1.0)
-            log["q_random_std"] = self.critic(states, random_actions).std(0).mean().item()
+            log["q_random_std"] = self.critic(states, random_actions).std(0).mean().detach()
         log.update(
-            alpha_loss=alpha_loss.item(),
-            critic_loss=critic_loss.item(),
-            actor_loss=actor_loss.item(),
-            alpha=self.alpha.item(),
+            alpha_loss=alpha_loss.detach(),
+            critic_loss=critic_loss.detach(),
+            actor_loss=actor_loss.detach(),
+            alpha=self.alpha.detach(),
         )
         return log
 

@@ -7,7 +7,6 @@ normalised as in TD3+BC's own loss (`-alpha * Q / mean|Q|`): the W2 term takes t
 
 import copy
 from dataclasses import dataclass
-from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +15,7 @@ from algorithms.networks import DeterministicMLP, FullyConnectedQFunction, get_a
 from algorithms.networks.actors import BaseActor
 from algorithms.offline.config import PogoConfig
 from algorithms.offline.interface import TensorBatch, TrainerBase, q_energy
-from algorithms.offline.utils_pytorch import soft_update
+from algorithms.offline.utils_pytorch import UpdateLog, soft_update
 
 
 @dataclass
@@ -64,8 +63,8 @@ class TD3_BC(TrainerBase):
         self.total_it = 0
         self.device = device
 
-    def train(self, batch: TensorBatch) -> Dict[str, float]:
-        log: Dict[str, float] = {}
+    def train(self, batch: TensorBatch) -> UpdateLog:
+        log: UpdateLog = {}
         self.total_it += 1
         states, actions, rewards, next_states, dones = batch
         c = self.config
@@ -84,7 +83,7 @@ class TD3_BC(TrainerBase):
         critic_loss = F.mse_loss(self.critic_1(states, actions), target_q) + F.mse_loss(
             self.critic_2(states, actions), target_q
         )
-        log["critic_loss"] = critic_loss.item()
+        log["critic_loss"] = critic_loss.detach()
         self.critic_1_optimizer.zero_grad()
         self.critic_2_optimizer.zero_grad()
         critic_loss.backward()
@@ -96,7 +95,7 @@ class TD3_BC(TrainerBase):
             q = self.critic_1(states, pi)  # [B]
             lmbda = c.alpha / q.abs().mean().detach()
             actor_loss = -lmbda * q.mean() + F.mse_loss(pi, actions)
-            log["actor_loss"] = actor_loss.item()
+            log["actor_loss"] = actor_loss.detach()
             self.actor_optimizer.zero_grad()
             actor_loss.backward()
             self.actor_optimizer.step()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import math
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,46 @@ def _resume_hint(last_good: Path | None) -> str:
     if last_good is None:
         return "no checkpoint was written before it"
     return f"last good checkpoint: {last_good} (continue from it with --resume)"
+
+
+#: One update's log: names to detached 0-dim tensors on the run's device (read only when
+#: logged, so an update needs no host synchronisation), or plain floats.
+UpdateLog = dict[str, torch.Tensor | float]
+
+
+def log_values(log: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
+    """A log's values as Python floats, every tensor read from the device in one transfer."""
+    values: dict[str, float] = {}
+    tensors = {k: v for k, v in log.items() if isinstance(v, torch.Tensor)}
+    if tensors:
+        dtype = functools.reduce(torch.promote_types, (v.dtype for v in tensors.values()))
+        read = torch.stack([v.detach().reshape(()).to(dtype) for v in tensors.values()])
+        read = read.cpu().tolist()  # [L]
+        values.update(zip(tensors, read))
+    return {k: values[k] if k in values else float(v) for k, v in log.items()}
+
+
+class LossGuard:
+    """The NaN/Inf guard on the losses, with no host read per update.
+
+    Each update's log (device tensors) is kept by `record`; `check` (at a logged update, before
+    an evaluation or a checkpoint) reads all of them in one transfer and, if any is not finite,
+    stops with `check_finite_losses`' message for the first update that had one.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, UpdateLog]] = []  # (step, log) since the last check
+
+    def record(self, step: int, log: UpdateLog) -> None:
+        self.pending.append((step, log))
+
+    def check(self, last_good: Path | None) -> None:
+        pending, self.pending = self.pending, []
+        merged = {f"{i}/{k}": v for i, (_, log) in enumerate(pending) for k, v in log.items()}
+        if all(math.isfinite(v) for v in log_values(merged).values()):
+            return
+        for step, log in pending:  # the first update with a non-finite loss raises
+            check_finite_losses(log_values(log), step, last_good)
 
 
 def check_finite_losses(log: dict[str, float], step: int, last_good: Path | None) -> None:
