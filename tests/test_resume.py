@@ -304,6 +304,17 @@ def _non_finite(state: dict) -> list[str]:
     return [k for k, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
+def _message_it_stops_with(run: pogo_multi_main.Run) -> str:
+    """Train until the NaN guard stops the run; its one-line message up to the resume hint,
+    which must name the checkpoint of update 10 (the last one before the NaN)."""
+    with pytest.raises(NonFiniteError) as err:
+        pogo_multi_main.train(run)
+    good = run.root / "checkpoints" / "checkpoint_0000000010.pt"
+    head, hint = str(err.value).split("; ", 1)
+    assert hint == f"last good checkpoint: {good} (continue from it with --resume)"
+    return head
+
+
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_non_finite_chain_loss_names_the_actor_and_keeps_the_last_good_checkpoint(
     tiny_run_args, vectorize
@@ -321,13 +332,8 @@ def test_non_finite_chain_loss_names_the_actor_and_keeps_the_last_good_checkpoin
         return train(batch)
 
     run.trainer.train = poisoned
-    with pytest.raises(NonFiniteError) as err:
-        pogo_multi_main.train(run)
+    assert _message_it_stops_with(run) == "step 15: actor 2: loss chain/energy_2 is nan"
     good = run.root / "checkpoints" / "checkpoint_0000000010.pt"
-    assert str(err.value) == (
-        f"step 15: actor 2: loss chain/energy_2 is nan; last good checkpoint: {good} "
-        "(continue from it with --resume)"
-    )
     # every checkpoint on disk, not only the one written before the NaN: none was written
     # after it (the run stopped at update 15, before its own checkpoint), and none is non-finite
     on_disk = _checkpoints_on_disk(run.root)
@@ -352,13 +358,8 @@ def test_losses_are_checked_at_the_next_log_step_naming_the_first_bad_update(tin
         return log
 
     run.trainer.train = poisoned
-    with pytest.raises(NonFiniteError) as err:
-        pogo_multi_main.train(run)
+    assert _message_it_stops_with(run) == "step 13: actor 0 / critics: loss critic_loss is nan"
     good = run.root / "checkpoints" / "checkpoint_0000000010.pt"
-    assert str(err.value) == (
-        f"step 13: actor 0 / critics: loss critic_loss is nan; last good checkpoint: {good} "
-        "(continue from it with --resume)"
-    )
     assert seen[-1] == 20  # the updates went on to the read at the log step
     logged = [json.loads(x) for x in (run.root / "logs" / "train.jsonl").read_text().splitlines()]
     assert [line["step"] for line in logged] == [10]
@@ -382,16 +383,11 @@ def test_non_finite_parameters_that_no_loss_sees_are_never_checkpointed(tiny_run
         return log
 
     run.chain.update = poisoned
-    with pytest.raises(NonFiniteError) as err:
-        pogo_multi_main.train(run)
-    good = run.root / "checkpoints" / "checkpoint_0000000010.pt"
     # the first tensor of the poisoned target: the stacked ensemble's (every chain actor's
     # targets at once), or actor 2's own
     target = "chain.targets.0.params.log_std" if vectorize else "chain.targets.1.log_std"
-    assert str(err.value) == (
-        f"step 20: non-finite values in {target}; last good checkpoint: {good} "
-        "(continue from it with --resume)"
-    )
+    assert _message_it_stops_with(run) == f"step 20: non-finite values in {target}"
+    good = run.root / "checkpoints" / "checkpoint_0000000010.pt"
     logged = [json.loads(x) for x in (run.root / "logs" / "train.jsonl").read_text().splitlines()]
     assert logged[-1]["step"] == 20  # the losses of update 20 were finite and logged
     assert all(math.isfinite(v) for line in logged for v in line.values())
