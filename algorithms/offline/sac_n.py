@@ -179,7 +179,7 @@ class SACN(TrainerBase):
             alpha_loss=alpha_loss.detach(),
             critic_loss=critic_loss.detach(),
             actor_loss=actor_loss.detach(),
-            alpha=self.alpha.detach(),
+            alpha=self.alpha.squeeze(0),  # [1] -> a 0-dim log value
         )
         return log
 
