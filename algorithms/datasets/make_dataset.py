@@ -205,8 +205,8 @@ def make_dataset(
         raise DatasetError(
             f"cannot make {name.kind!r} datasets; makeable: {', '.join(MAKEABLE_KINDS)}"
         )
-    if size is None and name.kind != "medium-replay":
-        size = D4RL_SIZES[name.kind]
+    if size is None:
+        size = D4RL_SIZES[name.kind]  # medium-replay's stays None: the whole buffer
     if size is not None and size < 1:
         raise DatasetError(f"size must be >= 1, got {size}")
     if name.family not in ENV_IDS:

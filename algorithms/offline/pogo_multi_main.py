@@ -430,7 +430,7 @@ def after_update(
     logs = t % config.log_freq == 0
     evaluates = t % config.eval_freq == 0 or t in (config.max_timesteps, config.total_steps)
     if logs or evaluates:
-        run.guard.check(run.checkpoints.latest_path())  # the first non-finite loss stops here
+        run.guard.check(run.checkpoints.latest_path)  # the first non-finite loss stops here
     if logs:
         values = log_values(log)
         if chain_states is not None:
@@ -464,7 +464,7 @@ def evaluate(run: Run) -> None:
 
 
 def save_checkpoint(run: Run) -> Path:
-    run.guard.check(run.checkpoints.latest_path())  # never save after a non-finite loss
+    run.guard.check(run.checkpoints.latest_path)  # never save after a non-finite loss
     state = run.state_dict()
     check_finite_state(state, run.step, run.checkpoints.latest_path())  # never save NaNs
     return run.checkpoints.save(run.step, state)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import math
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,16 +57,17 @@ def _resume_hint(last_good: Path | None) -> str:
 UpdateLog = dict[str, torch.Tensor | float]
 
 
+def read_values(values: Sequence[torch.Tensor | float]) -> list[float]:
+    """Log values as Python floats, every tensor among them read from the device in one
+    transfer (`torch.stack` of the 0-dim tensors, their dtypes promoted to a common one)."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    read = iter(torch.stack(tensors).cpu().tolist() if tensors else [])
+    return [next(read) if isinstance(v, torch.Tensor) else float(v) for v in values]
+
+
 def log_values(log: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
-    """A log's values as Python floats, every tensor read from the device in one transfer."""
-    values: dict[str, float] = {}
-    tensors = {k: v for k, v in log.items() if isinstance(v, torch.Tensor)}
-    if tensors:
-        dtype = functools.reduce(torch.promote_types, (v.dtype for v in tensors.values()))
-        read = torch.stack([v.detach().reshape(()).to(dtype) for v in tensors.values()])
-        read = read.cpu().tolist()  # [L]
-        values.update(zip(tensors, read))
-    return {k: values[k] if k in values else float(v) for k, v in log.items()}
+    """A log's values as Python floats, read in one transfer."""
+    return dict(zip(log, read_values(list(log.values()))))
 
 
 class LossGuard:
@@ -84,17 +84,15 @@ class LossGuard:
     def record(self, step: int, log: UpdateLog) -> None:
         self.pending.append((step, log))
 
-    def check(self, last_good: Path | None) -> None:
+    def check(self, last_good: Callable[[], Path | None]) -> None:
+        """`last_good` (the newest checkpoint, for the message) is asked only on a failure."""
         pending, self.pending = self.pending, []
         values = [v for _, log in pending for v in log.values()]
-        tensors = [v for v in values if isinstance(v, torch.Tensor)]
-        finite = all(math.isfinite(v) for v in values if not isinstance(v, torch.Tensor))
-        if finite and tensors:  # 0-dim tensors (the trainers' contract): one kernel for all
-            finite = bool(torch.isfinite(torch.stack(tensors)).all())  # the one host read
-        if finite:
+        if all(math.isfinite(v) for v in read_values(values)):
             return
+        good = last_good()
         for step, log in pending:  # the first update with a non-finite loss raises
-            check_finite_losses(log_values(log), step, last_good)
+            check_finite_losses(log_values(log), step, good)
 
 
 def check_finite_losses(log: dict[str, float], step: int, last_good: Path | None) -> None:
