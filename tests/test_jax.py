@@ -357,7 +357,11 @@ def test_w2_on_policies_and_gradients_reach_only_the_actor():
             r"actor_configs: the JAX chain",
         ),
         ("fql", ["--resume"], r"resume: .*/res/fql/hopper/medium-v2/seed_0 holds no run to resume"),
-        ("rebrac", ["--settle_steps", "100"], r"settle_steps: the JAX chain has no settle phase"),
+        (
+            "rebrac",
+            ["--settle_from_predecessor", "true"],
+            r"settle_from_predecessor: needs a settle phase",
+        ),
         ("fql", ["--q_agg", "max"], r"q_agg: must be one of \('mean', 'min'\)"),
         ("fql", ["--flow_steps", "0"], r"flow_steps: must be >= 1"),
         ("rebrac", ["--policy_noise", "-1"], r"policy_noise: must be >= 0"),

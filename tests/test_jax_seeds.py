@@ -142,6 +142,21 @@ def test_fql_seeds_update_as_separate_runs_bit_for_bit(synthetic_dataset, tmp_pa
             assert np.array_equal(alone[name], mine[name]), name
 
 
+def test_seeds_settle_as_separate_runs_bit_for_bit(synthetic_dataset, tmp_path):
+    """20 joint updates, then a 10-update settle phase from copies of actor 0 at a cosine
+    learning rate: each seed of a --seeds run ends as a separate run with its seed does."""
+    settle = "--max_timesteps 20 --settle_steps 10 --settle_w2_weights [0.5] "
+    settle += "--settle_lr_schedule cosine --settle_from_predecessor true"
+    separate, together = tmp_path / "separate", tmp_path / "seeds"
+    for seed in SEEDS:
+        pogo_multi_jax.main(
+            _argv(synthetic_dataset, separate, "--seed", str(seed), *settle.split())
+        )
+    pogo_multi_jax.main(_argv(synthetic_dataset, together, *_seeds(*SEEDS), *settle.split()))
+    for seed in SEEDS:
+        _assert_same_run(_run(together, seed), _run(separate, seed))
+
+
 def test_four_seeds_cross_xla_kernels_and_differ_by_rounding_only(synthetic_dataset, tmp_path):
     """With 4 seeds the chain's LayerNorm reductions (2 actors x 2 critics x 16 states x 16
     units = 1024 elements a seed) reach 4096 elements and run on another XLA kernel: each seed's

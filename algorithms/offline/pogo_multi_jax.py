@@ -16,6 +16,11 @@ The same chain as `pogo_multi_main.py`, on a JAX base algorithm (`utils_jax.Algo
   traced function, run `log_freq`/`eval_freq` updates at a time inside one jitted loop.
 * Batches, the base algorithm and the chain draw from separate keys, so actor 0 and the critics
   are the same whatever `num_actors` is.
+* With `settle_steps`, after `max_timesteps` the chain trains on alone, as in the PyTorch main:
+  actor 0 and the critics are frozen, every update is a chain step at `settle_w2_weights`
+  (`settle_lr_schedule: cosine` scales Adam's steps from 1 towards 0), starting where the joint
+  phase left the chain or, with `settle_from_predecessor` (or `joint_chain: false`, a chain
+  that trains in this phase only), from copies of actor 0 with fresh optimiser moments.
 
 Data, evaluation, config validation and outputs are the PyTorch side's (`data.py`, `envs.py`,
 `utils_pytorch.evaluate_actors`, `config.py`, `run_io.py`), and so are checkpoints: at each
@@ -111,6 +116,8 @@ class Chain:
         self.w2_method = w2_method
         self.tx = algo.make_actor_optimizer()
         self.weights = jnp.asarray(config.w2_weights[: self.n], jnp.float32)  # [N-1]
+        settle = config.settle_w2_weights or config.w2_weights
+        self.settle_weights = jnp.asarray(settle[: self.n], jnp.float32)  # [N-1]
 
     def init(self, actor0: Any) -> dict[str, Any]:
         """Every chain actor starts as a copy of actor 0 (its type and initial weights)."""
@@ -120,9 +127,16 @@ class Chain:
         return {"params": params, "targets": params, "opt": jax.vmap(self.tx.init)(params)}
 
     def update(
-        self, base: dict[str, Any], chain: dict[str, Any], states: jax.Array, key: jax.Array
+        self,
+        base: dict[str, Any],
+        chain: dict[str, Any],
+        states: jax.Array,
+        key: jax.Array,
+        weights: jax.Array,
+        lr_scale: jax.Array | None = None,
     ) -> tuple[dict[str, Any], Log]:
-        """One JKO step of every chain actor on states [B, S], all at once."""
+        """One JKO step of every chain actor on states [B, S], all at once, at W2 weights
+        [N-1]; `lr_scale` multiplies the optimiser's steps (its learning rate, for Adam)."""
         c, algo = self.config, self.algo
         actor0 = algo.actor_params(base)
         # predecessor of actor i: actor 0 after its step for i = 1, else actor i-1 before its own
@@ -148,9 +162,11 @@ class Chain:
 
         keys = jax.random.split(key, self.n)
         grads, (energy, w2, total) = jax.vmap(jax.grad(loss, has_aux=True))(
-            chain["params"], previous, self.weights, keys
+            chain["params"], previous, weights, keys
         )
         updates, opt = jax.vmap(self.tx.update)(grads, chain["opt"], chain["params"])
+        if lr_scale is not None:
+            updates = jax.tree_util.tree_map(lambda u: u * lr_scale, updates)
         params = optax.apply_updates(chain["params"], updates)
         targets = optax.incremental_update(params, chain["targets"], c.tau)
         log: Log = {}
@@ -179,12 +195,16 @@ class Chain:
         return {f"chain/q_gain_{i}": gains[i - 1] for i in range(1, self.n + 1)}
 
 
-def make_update(algo: AlgorithmInterface, chain: Chain, batch_size: int):
-    """`update(carry, data) -> carry`: one batch, critic + actor 0 + every chain actor.
+def make_update(algo: AlgorithmInterface, chain: Chain, config: PogoConfig):
+    """`update(carry, data) -> carry`: one batch, critic + actor 0 + every chain actor (the
+    chain with `joint_chain` only); `settle_update(carry, data) -> carry`: one batch of the
+    settle phase, the chain alone against the frozen actor 0 and critics.
 
     The dataset is an argument, not a closure: a captured array would be compiled in as a
     constant.
     """
+    batch_size = config.batch_size
+    joint_chain = bool(chain.n) and config.joint_chain
 
     def step(carry: Carry, data: dict[str, jax.Array]) -> tuple[Carry, Log, Log]:
         t = carry["step"] + 1
@@ -196,12 +216,14 @@ def make_update(algo: AlgorithmInterface, chain: Chain, batch_size: int):
         actor_step = (t - 1) % algo.policy_freq == 0
         base, critic_log, actor_log = algo.train(carry["base"], batch, base_sub, actor_step)
         links = carry["chain"]
-        if chain.n:
-            shapes = jax.eval_shape(chain.update, base, links, batch["states"], chain_sub)[1]
+        if joint_chain:
+
+            def chain_step() -> tuple[dict[str, Any], Log]:
+                return chain.update(base, links, batch["states"], chain_sub, chain.weights)
+
+            shapes = jax.eval_shape(chain_step)[1]
             links, chain_log = jax.lax.cond(
-                actor_step,
-                lambda: chain.update(base, links, batch["states"], chain_sub),
-                lambda: (links, _nan_like(shapes)),
+                actor_step, chain_step, lambda: (links, _nan_like(shapes))
             )
             actor_log = {**actor_log, **chain_log}
         new = {
@@ -217,14 +239,53 @@ def make_update(algo: AlgorithmInterface, chain: Chain, batch_size: int):
         actor_step = actor_log.pop("actor_step")
         # losses of actors that did not step this update keep their last values
         kept = {k: jnp.where(actor_step, v, carry["log"][k]) for k, v in actor_log.items()}
-        return {**new, "log": {**critic_log, **kept}}
+        # (the chain's losses too, where it trains in the settle phase only)
+        return {**new, "log": {**carry["log"], **critic_log, **kept}}
+
+    def settle_update(carry: Carry, data: dict[str, jax.Array]) -> Carry:
+        t = carry["step"] + 1
+        keys = carry["keys"]
+        batch_key, batch_sub = jax.random.split(keys["batch"])
+        chain_key, chain_sub = jax.random.split(keys["chain"])
+        states = sample_batch(data, batch_sub, batch_size)["states"]  # [B, S]
+        lr_scale = None
+        if config.settle_lr_schedule == "cosine":  # of the settle phase's update k (0-based)
+            k = t - config.max_timesteps - 1
+            lr_scale = 0.5 * (1.0 + jnp.cos(jnp.pi * k / config.settle_steps))
+        links, chain_log = chain.update(
+            carry["base"], carry["chain"], states, chain_sub, chain.settle_weights, lr_scale
+        )
+        return {
+            **carry,  # actor 0, the critics and their losses: as the joint phase left them
+            "step": t,
+            "keys": {**keys, "batch": batch_key, "chain": chain_key},
+            "chain": links,
+            "log": {**carry["log"], **chain_log},
+        }
 
     def log_shapes(carry: Carry, data: dict[str, jax.Array]) -> dict[str, jax.ShapeDtypeStruct]:
+        """Every loss either phase logs (the chain's, whether or not it trains jointly)."""
         _, critic_log, actor_log = jax.eval_shape(step, carry, data)
         actor_log.pop("actor_step")
-        return {**critic_log, **actor_log}
+        shapes = {**critic_log, **actor_log}
+        if chain.n:
+            states = jax.ShapeDtypeStruct((batch_size, data["states"].shape[1]), jnp.float32)
+            key = carry["keys"]["chain"]
+            args = (carry["base"], carry["chain"], states, key, chain.weights)
+            shapes.update(jax.eval_shape(chain.update, *args)[1])
+        return shapes
 
-    return update, log_shapes
+    return update, settle_update, log_shapes
+
+
+def phase_log(config: PogoConfig, log: dict[str, float], settling: bool) -> dict[str, float]:
+    """The losses a phase logs, as the PyTorch main logs them: the settle phase the chain's
+    alone; the joint phase all but the chain's where the chain trains in the settle phase only."""
+    if settling:
+        return {k: v for k, v in log.items() if k.startswith("chain/")}
+    if not config.joint_chain:
+        return {k: v for k, v in log.items() if not k.startswith("chain/")}
+    return log
 
 
 @dataclasses.dataclass
@@ -236,6 +297,8 @@ class Run:
     chain: Chain
     carry: Carry
     run_updates: Any  # jitted (carry, data, n) -> carry after n updates
+    run_settle_updates: Any  # jitted (carry, data, n) -> carry after n settle updates
+    start_settle: Any  # jitted carry -> carry whose chain is copies of actor 0 (`Chain.init`)
     run_q_gains: Any  # jitted (carry, data) -> the chain's Q gains (`Chain.q_gains`)
     data: dict[str, jax.Array]  # the training set on the device
     eval_fns: EvalFns
@@ -285,6 +348,8 @@ class Seeds:
     runs: list[Run]  # one per seed; a run's carry is its seed's as of the last `sync`
     carry: Carry  # every leaf [S, ...] but the counters; one run's: its carry
     run_updates: Any  # jitted (carry, data, n) -> carry after n updates of every seed
+    run_settle_updates: Any  # jitted (carry, data, n) -> after n settle updates of every seed
+    start_settle: Any  # jitted carry -> every seed's chain as copies of its actor 0
     run_q_gains: Any  # jitted (carry, data) -> every seed's chain Q gains
     step: int = 0
     stop: StopSignal = dataclasses.field(default_factory=StopSignal)  # SIGTERM / Ctrl-C seen
@@ -292,7 +357,16 @@ class Seeds:
     @classmethod
     def of(cls, run: Run) -> Seeds:
         """One run as seeds of one: its own carry and updates, no seed axis."""
-        return cls([run], run.carry, run.run_updates, run.run_q_gains, run.step, run.stop)
+        return cls(
+            [run],
+            run.carry,
+            run.run_updates,
+            run.run_settle_updates,
+            run.start_settle,
+            run.run_q_gains,
+            run.step,
+            run.stop,
+        )
 
     @property
     def stacked(self) -> bool:
@@ -388,7 +462,7 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
                 "stands in for it in the critic's BC penalty"
             )
     data = device_dataset(dataset, device, with_next)
-    update, log_shapes = make_update(algo, chain, config.batch_size)
+    update, settle_update, log_shapes = make_update(algo, chain, config)
 
     @jax.jit
     def initial_carry(seed_key: jax.Array, data: dict[str, jax.Array]) -> Carry:
@@ -413,6 +487,15 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
     def run_updates(carry: Carry, data: dict[str, jax.Array], n: jax.Array) -> Carry:
         return jax.lax.fori_loop(0, n, lambda _, c: update(c, data), carry)
 
+    @jax.jit
+    def run_settle_updates(carry: Carry, data: dict[str, jax.Array], n: jax.Array) -> Carry:
+        return jax.lax.fori_loop(0, n, lambda _, c: settle_update(c, data), carry)
+
+    def start_from_actor0(carry: Carry) -> Carry:
+        return {**carry, "chain": chain.init(algo.actor_params(carry["base"]))}
+
+    start_settle = jax.jit(start_from_actor0)
+
     def q_gains(carry: Carry, data: dict[str, jax.Array]) -> Log:
         key = jax.random.fold_in(carry["keys"]["batch"], 1)  # read, not advanced
         states = sample_batch(data, key, config.batch_size)["states"]  # [B, S]
@@ -430,6 +513,8 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
             chain=chain,
             carry=initial_carry(jax.device_put(jax.random.key(c.seed), device), data),
             run_updates=run_updates,
+            run_settle_updates=run_settle_updates,
+            start_settle=start_settle,
             run_q_gains=run_q_gains,
             data=data,
             eval_fns=eval_fns,
@@ -466,11 +551,30 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
         return jax.lax.fori_loop(0, n, lambda _, c: seeds_update(c, data), carry)
 
     @jax.jit
+    def run_seed_settle_updates(carry: Carry, data: dict[str, jax.Array], n: jax.Array) -> Carry:
+        axes = seed_axes(carry)
+        seeds_update = jax.vmap(settle_update, in_axes=(axes, None), out_axes=axes)
+        return jax.lax.fori_loop(0, n, lambda _, c: seeds_update(c, data), carry)
+
+    @jax.jit
+    def start_seeds_settle(carry: Carry) -> Carry:
+        axes = seed_axes(carry)
+        return jax.vmap(start_from_actor0, in_axes=(axes,), out_axes=axes)(carry)
+
+    @jax.jit
     def run_seed_q_gains(carry: Carry, data: dict[str, jax.Array]) -> Log:
         return jax.vmap(q_gains, in_axes=(seed_axes(carry), None))(carry, data)
 
     carry = stack_seeds([run.carry for run in runs])
-    return Seeds(runs, carry, run_seed_updates, run_seed_q_gains, runs[0].step)
+    return Seeds(
+        runs,
+        carry,
+        run_seed_updates,
+        run_seed_settle_updates,
+        start_seeds_settle,
+        run_seed_q_gains,
+        runs[0].step,
+    )
 
 
 def train(run: Run) -> Path:
@@ -480,8 +584,9 @@ def train(run: Run) -> Path:
 
 def train_seeds(seeds: Seeds) -> list[Path]:
     """The training loop, in jitted stretches that end at every multiple of `log_freq` and
-    `eval_freq` (whatever step it starts from, so a resumed run runs the same stretches);
-    returns each seed's run directory (logs/eval.csv, logs/train.jsonl, checkpoints/)."""
+    `eval_freq` and at the joint phase's end (whatever step it starts from, so a resumed run
+    runs the same stretches); then the settle phase's stretches. Returns each seed's run
+    directory (logs/eval.csv, logs/train.jsonl, checkpoints/)."""
     runs = seeds.runs
     config, first = runs[0].config, runs[0]
     which = f"seeds {', '.join(str(r.config.seed) for r in runs)}, " if seeds.stacked else ""
@@ -495,25 +600,32 @@ def train_seeds(seeds: Seeds) -> list[Path]:
     for run in runs:
         run.progress = SeedProgress(progress, run.config.seed) if seeds.stacked else progress
         run.clock = (time.perf_counter(), seeds.step)
+    from_actor0 = config.settle_from_predecessor or not config.joint_chain
     with seeds.stop:
-        while seeds.step < config.max_timesteps:
+        while seeds.step < config.total_steps:
             t = seeds.step
+            settling = t >= config.max_timesteps  # the settle phase: actor 0, critics frozen
+            if settling and t == config.max_timesteps and from_actor0:
+                seeds.carry = seeds.start_settle(seeds.carry)  # once: a resumed one has its copies
             end = min(
                 (t // config.log_freq + 1) * config.log_freq,
                 (t // config.eval_freq + 1) * config.eval_freq,
-                config.max_timesteps,
+                config.total_steps if settling else config.max_timesteps,
             )
             n = jnp.asarray(end - t, jnp.int32)
-            seeds.carry = seeds.run_updates(seeds.carry, first.data, n)
+            stretch = seeds.run_settle_updates if settling else seeds.run_updates
+            seeds.carry = stretch(seeds.carry, first.data, n)
             seeds.step = end
             logs = seeds.losses()  # the losses of the stretch's last update, per seed
             for run, log in zip(runs, logs):  # every seed checked before any is logged
                 check_finite_seed(seeds, run, log, end)
             if end % config.log_freq == 0:
-                for run, log, gains in zip(runs, logs, seeds.q_gains()):
-                    run.logger.log_train(end, {**log, **gains})
+                chain_trains = settling or config.joint_chain
+                gains = seeds.q_gains() if chain_trains else [{} for _ in runs]
+                for run, log, gain in zip(runs, logs, gains):
+                    run.logger.log_train(end, {**phase_log(config, log, settling), **gain})
             progress.update(end - t)
-            if end % config.eval_freq == 0 or end == config.max_timesteps:
+            if end % config.eval_freq == 0 or end in (config.max_timesteps, config.total_steps):
                 seeds.sync()
                 for run in runs:
                     evaluate(run)

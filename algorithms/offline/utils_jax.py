@@ -156,11 +156,6 @@ def check_jax_config(config: PogoConfig) -> None:
             "actor_configs: the JAX chain's actors share actor 0's type (stacked parameters); "
             "leave it null"
         )
-    if config.settle_steps:
-        raise ConfigError(
-            "settle_steps: the JAX chain has no settle phase yet (PyTorch algorithms only); "
-            "set it to 0"
-        )
 
 
 def q_energy(q: jax.Array, normalize: bool, scale: float = 1.0) -> jax.Array:
