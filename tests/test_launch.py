@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from algorithms.launch.sweep import Sweep
+
 ROOT = Path(__file__).resolve().parents[1]
 #: a few hundred updates of two algorithms on the synthetic dataset, with a settle phase
 RUN_ARGS = ["--max_timesteps", "400", "--eval_freq", "100", "--settle_steps", "100"]
@@ -34,12 +36,13 @@ def sweep(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
-def launch_cli(*args: str) -> subprocess.CompletedProcess:
+def launch_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "algorithms.launch", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
+        env={**os.environ, **(env or {})},
         timeout=120,
     )
 
@@ -147,6 +150,33 @@ def _require_slurm() -> None:
             "no SLURM cluster to submit to: run `sudo scripts/local_slurm.sh up` first "
             "(or leave it out: pytest -m 'not slurm')"
         )
+
+
+@pytest.mark.slurm
+def test_a_failing_squeue_stops_status_and_resubmission_in_one_line(synthetic_dataset, tmp_path):
+    """SLURM's own squeue, failing (here on a configuration file it cannot use): status and
+    resubmit refuse to guess the queue, since an empty one would resubmit queued tasks."""
+    if shutil.which("squeue") is None:
+        pytest.fail("needs SLURM's commands (squeue): CI installs them (scripts/local_slurm.sh)")
+    sweep_dir = tmp_path / "sweep"
+    sweep_ = Sweep.open(sweep_dir)
+    command = [sys.executable, "-m", "algorithms.offline.pogo_multi_main", "--algorithm", "iql"]
+    command += ["--dataset_path", str(synthetic_dataset), "--output_dir", str(tmp_path / "out")]
+    (run,) = sweep_.add([command + RUN_ARGS])
+    sweep_.submissions.append({"launcher": "slurm", "tasks": [["7_0", [run.tag]]]})
+    sweep_.save()
+    before = (sweep_dir / "sweep.json").read_text()
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("")  # squeue: "fatal: Unable to process configuration file"
+    for args in (["status"], ["resubmit", "--launcher", "slurm"]):
+        result = launch_cli(args[0], str(sweep_dir), *args[1:], env={"SLURM_CONF": str(conf)})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip() == (
+            "error: squeue failed (squeue: fatal: Unable to process configuration file): "
+            "cannot tell which runs are queued"
+        )
+    assert (sweep_dir / "sweep.json").read_text() == before  # nothing submitted
+    assert not (tmp_path / "out").exists()
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
