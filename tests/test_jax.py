@@ -389,16 +389,19 @@ def test_bad_config_fails_in_one_line_before_writing(
     assert not (tmp_path / "res").exists()
 
 
-def test_non_finite_loss_stops_the_jax_run_naming_step_and_loss(tmp_path):
+@pytest.mark.parametrize("log_freq", [1, 5])
+def test_non_finite_loss_stops_the_jax_run_naming_step_and_loss(tmp_path, log_freq):
     """Rewards of 3e38 are finite, but the critic's squared TD error overflows at update 1 and
     the actor's normalised Q (-Q / mean|Q|) turns NaN: the JAX main stops there, in one line
     naming the step, the base algorithm and the first non-finite loss (the log's keys in
-    order), and logs no row of that update. One compilation: ReBRAC with one actor."""
+    order), and logs no row of that update. With a stretch of 5 updates (log_freq 5) the
+    device-side guard still names update 1, not the stretch's end. One compilation each:
+    ReBRAC with one actor."""
     path = tmp_path / "huge_rewards.hdf5"
     write_synthetic_d4rl(path)
     with h5py.File(path, "r+") as f:
         f["rewards"][...] = np.float32(3e38)
-    argv = _argv(path, tmp_path / "res", "rebrac", 1, "--log_freq", "1")
+    argv = _argv(path, tmp_path / "res", "rebrac", 1, "--log_freq", str(log_freq))
     with pytest.raises(SystemExit) as err:
         pogo_multi_jax.main(argv)
     assert str(err.value.code) == (

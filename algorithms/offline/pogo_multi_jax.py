@@ -106,6 +106,18 @@ def _nan_like(log: dict[str, jax.ShapeDtypeStruct]) -> Log:
     return {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in log.items()}
 
 
+def watch(guard: dict[str, Any], t: jax.Array, log: Log) -> dict[str, Any]:
+    """The NaN/Inf guard, on the device: the first update whose losses are not all finite, its
+    step (0.0 before one; a float, since an integer leaf is a counter that `--seeds` shares)
+    and its losses, read at the end of the stretch (`Seeds.check_finite`)."""
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in log.values()]))
+    first = (guard["step"] == 0) & ~finite
+    return {
+        "step": jnp.where(first, t.astype(jnp.float32), guard["step"]),
+        "log": {k: jnp.where(first, v, guard["log"][k]) for k, v in log.items()},
+    }
+
+
 class Chain:
     """Actors 1..N-1 as one stacked set of parameters, their optimiser states and targets."""
 
@@ -240,7 +252,8 @@ def make_update(algo: AlgorithmInterface, chain: Chain, config: PogoConfig):
         # losses of actors that did not step this update keep their last values
         kept = {k: jnp.where(actor_step, v, carry["log"][k]) for k, v in actor_log.items()}
         # (the chain's losses too, where it trains in the settle phase only)
-        return {**new, "log": {**carry["log"], **critic_log, **kept}}
+        log = {**carry["log"], **critic_log, **kept}
+        return {**new, "log": log, "guard": watch(carry["guard"], new["step"], log)}
 
     def settle_update(carry: Carry, data: dict[str, jax.Array]) -> Carry:
         t = carry["step"] + 1
@@ -255,12 +268,14 @@ def make_update(algo: AlgorithmInterface, chain: Chain, config: PogoConfig):
         links, chain_log = chain.update(
             carry["base"], carry["chain"], states, chain_sub, chain.settle_weights, lr_scale
         )
+        log = {**carry["log"], **chain_log}
         return {
             **carry,  # actor 0, the critics and their losses: as the joint phase left them
             "step": t,
             "keys": {**keys, "batch": batch_key, "chain": chain_key},
             "chain": links,
-            "log": {**carry["log"], **chain_log},
+            "log": log,
+            "guard": watch(carry["guard"], t, log),
         }
 
     def log_shapes(carry: Carry, data: dict[str, jax.Array]) -> dict[str, jax.ShapeDtypeStruct]:
@@ -379,6 +394,17 @@ class Seeds:
             {k: float(np.reshape(v, -1)[i]) for k, v in host.items()} for i in range(len(self.runs))
         ]
 
+    def check_finite(self) -> None:
+        """Stop at the first update, of any seed, whose losses were not all finite (the guard's
+        step and losses, `watch`), with `check_finite_losses`' message (naming the seed)."""
+        steps = [int(g["step"]) for g in self.per_seed({"step": self.carry["guard"]["step"]})]
+        bad = [(step, i) for i, step in enumerate(steps) if step]
+        if bad:
+            step, i = min(bad)
+            check_finite_seed(
+                self, self.runs[i], self.per_seed(self.carry["guard"]["log"])[i], step
+            )
+
     def losses(self) -> list[dict[str, float]]:
         """Each seed's losses of the last update (`carry["log"]`)."""
         return self.per_seed(self.carry["log"])
@@ -481,6 +507,8 @@ def setup_seeds(configs: list[PogoConfig]) -> Seeds:
         }
         shapes = log_shapes(carry, data)
         carry["log"] = {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+        # not checkpointed: a checkpoint is only ever written before any non-finite loss
+        carry["guard"] = {"step": jnp.asarray(0.0, jnp.float32), "log": carry["log"]}
         return carry
 
     @jax.jit
@@ -616,9 +644,8 @@ def train_seeds(seeds: Seeds) -> list[Path]:
             stretch = seeds.run_settle_updates if settling else seeds.run_updates
             seeds.carry = stretch(seeds.carry, first.data, n)
             seeds.step = end
+            seeds.check_finite()  # every update of every seed, before any is logged
             logs = seeds.losses()  # the losses of the stretch's last update, per seed
-            for run, log in zip(runs, logs):  # every seed checked before any is logged
-                check_finite_seed(seeds, run, log, end)
             if end % config.log_freq == 0:
                 chain_trains = settling or config.joint_chain
                 gains = seeds.q_gains() if chain_trains else [{} for _ in runs]
