@@ -83,15 +83,14 @@ def test_tiny_study_runs_resumes_and_tabulates(tiny_behavior, tmp_path, capsys):
         table = (tmp_path / "out" / f"w{weight}.md").read_text()
         assert "| td3_bc | hopper-medium-v2 | 1 |" in table
         assert "| td3_bc | hopper-medium-v2 | 0 | 20 |" in table  # the chain's verdict, per seed
-        # the verdict from the run's own scores: one seed, so no seed spread; the last actor
-        # minus actor 0 at step 20 decides it
+        # the verdict from the run's own scores: one seed, so no seed spread to judge the
+        # dataset against; the last actor minus actor 0 at step 20 decides the average
         first, last = (float(r["normalized_score_mean"]) for r in (rows[-3], rows[-1]))
         diff = last - first
         verdict = "passes" if diff >= 0 else "fails"
-        per_dataset = "wins" if diff > 0 else "level" if diff == 0 else "loses"
         lines = table.rstrip().splitlines()
         assert lines[-2].endswith(
-            f"| {diff:+.1f} ± 0.0 | {diff:+.1f} (seed 0) | 0.0 | {per_dataset} |"
+            f"| {diff:+.1f} ± 0.0 | {diff:+.1f} (seed 0) | 0.0 | not judged (1 seed) |"
         )
         assert lines[-1] == (
             f"| td3_bc | average |  | {first:.1f} | {last:.1f} | {diff:+.1f} |  |  | {verdict} |"
@@ -326,7 +325,7 @@ def test_shipped_judges_fresh_seeds_beside_the_seeds_that_chose(tiny_behavior, t
     fresh = np.array([final(s)[1] for s in (1, 2)]) - first
     side = (tmp_path / "out" / "shipped.md").read_text().split("## the chain's gain")[1]
     row = (
-        f"| td3_bc | hopper-medium-v2 | 0 | {chosen:+.1f} ± 0.0 | {verdict(chosen, 0.0)} "
+        f"| td3_bc | hopper-medium-v2 | 0 | {chosen:+.1f} ± 0.0 | not judged (1 seed) "
         f"| 1,2 | {fresh.mean():+.1f} ± {fresh.std():.1f} | {verdict(fresh.mean(), first.std())} |"
     )
     assert row in side

@@ -55,14 +55,15 @@ def test_chain_verdict_pairs_seeds_against_actor_0s_spread(results_dir):
         "| iql | hopper-medium-v2 | 1 | 20 | 50.0 | 60.0 | +10.0 |",
         "| td3_bc | walker2d-medium-replay-v2 | 0 | 5 | 1.0 | 2.0 | +1.0 |",
     ]
-    # hopper-medium: differences -10 and +10 (mean 0, not > 0), actor 0's spread std(30, 50) = 10
+    # hopper-medium: differences -10 and +10 (mean 0, not > 0), actor 0's spread std(30, 50) = 10;
+    # a dataset of one seed has no spread: its gain is shown, not judged
     assert table[9:] == [
         "| iql | hopper-medium-expert-v2 | 1 | 100.0 ± 0.0 | 110.0 ± 0.0 | +10.0 ± 0.0 | +10.0 (seed 0) "
-        "| 0.0 | wins |",
+        "| 0.0 | not judged (1 seed) |",
         "| iql | hopper-medium-v2 | 2 | 40.0 ± 10.0 | 40.0 ± 20.0 | +0.0 ± 10.0 | -10.0 (seed 0) "
         "| 10.0 | level |",
         "| td3_bc | walker2d-medium-replay-v2 | 1 | 1.0 ± 0.0 | 2.0 ± 0.0 | +1.0 ± 0.0 | +1.0 (seed 0) "
-        "| 0.0 | wins |",
+        "| 0.0 | not judged (1 seed) |",
         "| iql | average |  | 70.0 | 75.0 | +5.0 |  |  | passes |",
         "| td3_bc | average |  | 1.0 | 2.0 | +1.0 |  |  | passes |",
     ]

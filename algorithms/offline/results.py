@@ -188,7 +188,9 @@ class ChainGain:
         """wins (mean above actor 0's seed spread), level (within it) or loses (below it).
 
         Symmetric: a gain smaller than the seed-to-seed noise is no more a win than a loss that
-        small is a loss."""
+        small is a loss. One seed has no spread to judge against: it is shown, not judged."""
+        if len(self.group) < 2:
+            return "not judged (1 seed)"
         mean = float(self.diff.mean())
         return "wins" if mean > self.spread else "loses" if mean < -self.spread else "level"
 
@@ -229,7 +231,8 @@ def chain_verdict(runs: list[RunScores]) -> str:
     Per run: every actor's final score and the last actor minus actor 0. Per (algorithm,
     dataset): that difference paired by seed, mean ± std over seeds, against actor 0's seed
     spread (its std over seeds, as in the main table): "wins" if the mean is above the spread,
-    "level" if it is within it, "loses" if it is below minus the spread. Only the seeds that got as
+    "level" if it is within it, "loses" if it is below minus the spread; one seed is not judged
+    (it has no spread). Only the seeds that got as
     far as the dataset's furthest one count (an unfinished run is shown, not judged). Per
     algorithm: "passes" if the difference averaged over datasets is >= 0 and no dataset loses.
     The worst seed's difference is shown beside the mean, so a mean that hides one seed's loss
