@@ -51,6 +51,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from algorithms.datasets.behavior_policy import DEFAULT_REPLAY_DIR  # noqa: E402
 from algorithms.datasets.envs import ENV_IDS, parse_d4rl_name  # noqa: E402
 from algorithms.datasets.make_dataset import MAKEABLE_KINDS, parse_size  # noqa: E402
 from algorithms.errors import PogoError  # noqa: E402
@@ -142,7 +143,7 @@ def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], in
                 datasets.append(
                     [sys.executable, "-m", "algorithms.datasets.make_dataset"]
                     + ["--env", f"{env}-{dataset}-v2", "--size", size]
-                    + ["--seed", "0", "--out", str(path)]
+                    + ["--seed", "0", "--out", str(path), "--replay_dir", str(args.replay_dir)]
                 )
     for config, path, algorithm, env, weight, seed in each_run(args):
         out = weight_dir(args.out, weight)
@@ -379,6 +380,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="local: OMP_NUM_THREADS per job")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "chain_study")
     parser.add_argument("--data_dir", type=Path, default=REPO / "data", help="made datasets")
+    parser.add_argument(
+        "--replay_dir",
+        type=Path,
+        default=REPO / DEFAULT_REPLAY_DIR,
+        help="the behaviour agents' replay buffers, which medium-replay datasets are made from",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument(
         "--shipped",
@@ -413,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for cmd in datasets:  # one at a time: each is quick, and later runs need them all
         if subprocess.run(cmd, cwd=REPO).returncode != 0:  # its own error is printed above
-            print(f"error: chain study: could not make {cmd[-1]}; no run started", file=sys.stderr)
+            made = cmd[cmd.index("--out") + 1]
+            print(f"error: chain study: could not make {made}; no run started", file=sys.stderr)
             return 2
     with StopSignal() as stop:
         try:  # the launcher: runs here (local) or submits them (slurm); one record in <out>

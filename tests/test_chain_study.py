@@ -337,9 +337,11 @@ def test_shipped_judges_fresh_seeds_beside_the_seeds_that_chose(tiny_behavior, t
 
 
 def test_a_dataset_that_cannot_be_made_stops_the_study_in_one_line(tmp_path, capsys):
-    """medium-replay needs the behaviour agent's replay buffer; without it nothing runs."""
+    """medium-replay needs the behaviour agent's replay buffer; without it nothing runs (an
+    empty --replay_dir, whatever buffers this machine's data/behavior holds)."""
     argv = ["--algorithms", "td3_bc", "--envs", "hopper", "--datasets", "medium-replay"]
     argv += ["--seeds", "0", "--out", str(tmp_path / "out"), "--data_dir", str(tmp_path / "d")]
+    argv += ["--replay_dir", str(tmp_path / "no_buffers")]
     assert chain_study.main(argv) == 2
     err = capsys.readouterr().err
     made = tmp_path / "d" / "hopper_medium_replay-v2.hdf5"
