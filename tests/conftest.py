@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic D4RL-layout datasets for Hopper-v4's sizes."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tests run beside other jobs on 2 cores
 # one XLA thread, for the same reason (read when JAX's backend starts)
@@ -45,29 +46,36 @@ def synthetic_dataset(tmp_path_factory):
     return path
 
 
+def tiny_argv(
+    dataset: Path, out: Path, algorithm: str, num_actors: int, *extra: str, **overrides
+) -> list[str]:
+    """CLI arguments for a few-second run of either main on a synthetic dataset: 20 updates,
+    evaluated every 10; `overrides` replace these values, `extra` arguments come last."""
+    args = {
+        "algorithm": algorithm,
+        "env": "hopper-medium-v2",
+        "dataset_path": dataset,
+        "device": "cpu",
+        "num_actors": num_actors,
+        "max_timesteps": 20,
+        "eval_freq": 10,
+        "log_freq": 5,
+        "n_episodes": 1,
+        "batch_size": 32,
+        "output_dir": out,
+        **overrides,
+    }
+    argv = [item for key, value in args.items() for item in (f"--{key}", str(value))]
+    return argv + list(extra) + ["--no_wandb"]
+
+
 @pytest.fixture
 def tiny_run_args(synthetic_dataset, tmp_path):
-    """CLI arguments for a few-second run of the main on the synthetic dataset."""
+    """`tiny_argv` on the session's synthetic dataset, 2 episodes per evaluation."""
 
     def make(algorithm: str, num_actors: int, **extra) -> list[str]:
-        args = {
-            "algorithm": algorithm,
-            "env": "hopper-medium-v2",
-            "dataset_path": str(synthetic_dataset),
-            "device": "cpu",
-            "num_actors": num_actors,
-            "max_timesteps": 20,
-            "eval_freq": 10,
-            "log_freq": 5,
-            "n_episodes": 2,
-            "batch_size": 32,
-            "output_dir": str(tmp_path / "results"),
-            **extra,
-        }
-        argv = []
-        for key, value in args.items():
-            argv += [f"--{key}", str(value)]
-        return argv + ["--no_wandb"]
+        args = {"n_episodes": 2, **extra}
+        return tiny_argv(synthetic_dataset, tmp_path / "results", algorithm, num_actors, **args)
 
     return make
 

@@ -19,7 +19,7 @@ from algorithms.offline.config import parse_config
 from algorithms.offline.interface import Trainer
 from algorithms.offline.pogo_policies_jax import DeterministicActor, OneStepPolicy
 from algorithms.offline.run_io import EVAL_COLUMNS
-from tests.conftest import write_synthetic_d4rl
+from tests.conftest import tiny_argv, write_synthetic_d4rl
 
 ROOT = Path(__file__).resolve().parents[1]
 #: tiny networks: a run compiles and trains in seconds
@@ -30,21 +30,7 @@ TINY = {
 
 
 def _argv(dataset: Path, out: Path, algorithm: str, num_actors: int, *extra: str) -> list[str]:
-    args = {
-        "algorithm": algorithm,
-        "env": "hopper-medium-v2",
-        "dataset_path": str(dataset),
-        "device": "cpu",
-        "num_actors": num_actors,
-        "max_timesteps": 20,
-        "eval_freq": 10,
-        "log_freq": 5,
-        "n_episodes": 1,
-        "batch_size": 32,
-        "output_dir": str(out),
-    }
-    argv = [item for key, value in args.items() for item in (f"--{key}", str(value))]
-    return argv + TINY.get(algorithm, []) + list(extra) + ["--no_wandb"]
+    return tiny_argv(dataset, out, algorithm, num_actors, *TINY.get(algorithm, []), *extra)
 
 
 # the runs several tests read: (algorithm, num_actors, extra CLI arguments)

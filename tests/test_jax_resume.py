@@ -20,6 +20,7 @@ from algorithms.errors import NonFiniteError
 from algorithms.offline import pogo_multi_jax
 from algorithms.offline.config import parse_config
 from algorithms.offline.run_io import EXIT_STOPPED
+from tests.conftest import tiny_argv
 
 pytestmark = pytest.mark.usefixtures("xla_cache")  # one persistent XLA cache (conftest)
 
@@ -32,22 +33,9 @@ FIRST_CHECKPOINT = "checkpoint_0000000010.pt"  # a stopped run is stopped after 
 
 def _argv(dataset: Path, out: Path, *extra: str) -> list[str]:
     """A tiny ReBRAC chain of 2 actors: evaluated and checkpointed every 10 updates."""
-    args = {
-        "algorithm": "rebrac",
-        "env": "hopper-medium-v2",
-        "dataset_path": dataset,
-        "device": "cpu",
-        "num_actors": 2,
-        "max_timesteps": STEPS,
-        "eval_freq": 10,
-        "log_freq": 5,
-        "n_episodes": 1,
-        "batch_size": 32,
-        "hidden_dim": 16,
-        "output_dir": out,
-    }
-    argv = [item for key, value in args.items() for item in (f"--{key}", str(value))]
-    return argv + list(extra) + ["--no_wandb", "--quiet"]
+    return tiny_argv(
+        dataset, out, "rebrac", 2, *extra, "--quiet", max_timesteps=STEPS, hidden_dim=16
+    )
 
 
 def _logs(root: Path) -> tuple[str, str]:

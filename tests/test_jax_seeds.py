@@ -30,7 +30,7 @@ from algorithms.offline import pogo_multi_jax
 from algorithms.offline.config import parse_config
 from algorithms.offline.run_io import EXIT_STOPPED, RESUMABLE_CHANGES, RunLogger
 from algorithms.offline.utils_jax import host_tree, seed_slice
-from tests.conftest import write_synthetic_d4rl
+from tests.conftest import tiny_argv, write_synthetic_d4rl
 
 pytestmark = pytest.mark.usefixtures("xla_cache")  # one persistent XLA cache (conftest)
 
@@ -46,21 +46,17 @@ TINY = {  # tiny networks: each program compiles in a few seconds
 def _argv(dataset: Path, out: Path, *extra: str, algorithm: str = "rebrac") -> list[str]:
     """A tiny chain of 3 actors (FQL: 2), evaluated and checkpointed every 10 updates; batch 16
     keeps the operations of 2 seeds on one side of XLA's 4096-element line (see above)."""
-    args = {
-        "algorithm": algorithm,
-        "env": "hopper-medium-v2",
-        "dataset_path": dataset,
-        "device": "cpu",
-        "num_actors": 3,
-        "max_timesteps": STEPS,
-        "eval_freq": 10,
-        "log_freq": 5,
-        "n_episodes": 1,
-        "batch_size": 16,
-        "output_dir": out,
-    }
-    argv = [item for key, value in args.items() for item in (f"--{key}", str(value))]
-    return argv + TINY[algorithm] + list(extra) + ["--no_wandb", "--quiet"]
+    return tiny_argv(
+        dataset,
+        out,
+        algorithm,
+        3,
+        *TINY[algorithm],
+        *extra,
+        "--quiet",
+        max_timesteps=STEPS,
+        batch_size=16,
+    )
 
 
 def _seeds(*seeds: int) -> list[str]:

@@ -14,6 +14,7 @@ import torch
 from algorithms.offline import pogo_multi_jax
 from algorithms.offline.config import parse_config
 from algorithms.offline.utils_jax import host_tree
+from tests.conftest import tiny_argv
 
 pytestmark = pytest.mark.usefixtures("xla_cache")  # one persistent XLA cache (conftest)
 
@@ -23,25 +24,10 @@ SETTLE = ["--settle_steps", "10", "--settle_w2_weights", "[0.5]"]
 
 def _argv(dataset: Path, out: Path, *extra: str) -> list[str]:
     """A tiny ReBRAC chain of 3 actors, 20 joint updates, evaluated every 10."""
-    args = {
-        "algorithm": "rebrac",
-        "env": "hopper-medium-v2",
-        "dataset_path": dataset,
-        "device": "cpu",
-        "num_actors": 3,
-        "max_timesteps": 20,
-        "eval_freq": 10,
-        "log_freq": 5,
-        "n_episodes": 1,
-        "batch_size": 16,
-        "hidden_dim": 16,
-        "actor_n_hiddens": 1,
-        "critic_n_hiddens": 1,
-        "keep_checkpoints": 5,
-        "output_dir": out,
-    }
-    argv = [item for key, value in args.items() for item in (f"--{key}", str(value))]
-    return argv + list(extra) + ["--no_wandb", "--quiet"]
+    tiny = {"hidden_dim": 16, "actor_n_hiddens": 1, "critic_n_hiddens": 1}
+    return tiny_argv(
+        dataset, out, "rebrac", 3, *extra, "--quiet", batch_size=16, keep_checkpoints=5, **tiny
+    )
 
 
 def _checkpoint(root: Path, step: int) -> dict:
