@@ -143,8 +143,8 @@ def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]], in
                 datasets.append(
                     [sys.executable, "-m", "algorithms.datasets.make_dataset"]
                     + ["--env", f"{env}-{dataset}-v2", "--size", size]
-                    + ["--seed", "0", "--out", str(path), "--replay_dir", str(args.replay_dir)]
-                )
+                    + ["--seed", "0", "--replay_dir", str(args.replay_dir), "--out", str(path)]
+                )  # the made file last: an error names it
     for config, path, algorithm, env, weight, seed in each_run(args):
         out = weight_dir(args.out, weight)
         root = run_dir(PogoConfig(algorithm, env, output_dir=str(out), seed=seed))
@@ -420,8 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for cmd in datasets:  # one at a time: each is quick, and later runs need them all
         if subprocess.run(cmd, cwd=REPO).returncode != 0:  # its own error is printed above
-            made = cmd[cmd.index("--out") + 1]
-            print(f"error: chain study: could not make {made}; no run started", file=sys.stderr)
+            print(f"error: chain study: could not make {cmd[-1]}; no run started", file=sys.stderr)
             return 2
     with StopSignal() as stop:
         try:  # the launcher: runs here (local) or submits them (slurm); one record in <out>

@@ -232,11 +232,10 @@ def chain_verdict(runs: list[RunScores]) -> str:
     dataset): that difference paired by seed, mean ± std over seeds, against actor 0's seed
     spread (its std over seeds, as in the main table): "wins" if the mean is above the spread,
     "level" if it is within it, "loses" if it is below minus the spread; one seed is not judged
-    (it has no spread). Only the seeds that got as
-    far as the dataset's furthest one count (an unfinished run is shown, not judged). Per
-    algorithm: "passes" if the difference averaged over datasets is >= 0 and no dataset loses.
-    The worst seed's difference is shown beside the mean, so a mean that hides one seed's loss
-    beyond the spread is seen.
+    (it has no spread). Only the seeds that got as far as the dataset's furthest one count (an
+    unfinished run is shown, not judged). Per algorithm: "passes" if the difference averaged
+    over datasets is >= 0 and no dataset loses. The worst seed's difference is shown beside the
+    mean, so a mean that hides one seed's loss beyond the spread is seen.
     """
     chains = [r for r in runs if r.scores.shape[1] > 1]
     if not chains:
